@@ -1,0 +1,5 @@
+"""Allow ``python -m modelserve``."""
+
+from modelserve.cli import main
+
+main()

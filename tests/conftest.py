@@ -6,10 +6,15 @@ session and only when a test asks for it, and is stopped at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.db.migrate import upgrade
+from support.databases import create_postgres_database, drop_postgres_database, sqlite_url
 from support.kube import KubeApi, start_kube_api
 from support.minio_server import MinioServer, start_minio
 from support.postgres import PostgresServer, start_postgres
@@ -35,3 +40,25 @@ def kube_api() -> Iterator[KubeApi]:
     api = start_or_skip(start_kube_api)
     yield api
     api.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A freshly migrated database on each engine: SQLite file, then real Postgres."""
+    server: PostgresServer | None = None
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        url = await create_postgres_database(server)
+    else:
+        url = sqlite_url(tmp_path)
+    engine = make_engine(url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+    if server is not None:
+        await drop_postgres_database(server, url)
+
+
+@pytest.fixture
+def sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(db_engine)

@@ -7,7 +7,6 @@ own directory under the system temp dir, outside pytest's root-only tree.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import shutil
@@ -16,8 +15,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import asyncpg
 
 from support.procs import ServerProcess, ServiceFailed, find_binary, free_port
 
@@ -63,15 +60,10 @@ def _run_as_user() -> str | None:
     raise ServiceFailed("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
-async def _can_connect(dsn: str) -> bool:
-    conn = await asyncpg.connect(dsn, timeout=2)
-    await conn.close()
-    return True
-
-
 def start_postgres() -> PostgresServer:
     """initdb a fresh cluster and start it on a free loopback port."""
     initdb = _pg_binary("initdb")
+    pg_isready = _pg_binary("pg_isready")
     postgres = _pg_binary("postgres")
     user = _run_as_user()
     base = Path(tempfile.mkdtemp(prefix="modelserve-pg-"))
@@ -118,5 +110,11 @@ def start_postgres() -> PostgresServer:
         stop_signal=signal.SIGINT,  # "fast" shutdown: don't wait for clients to leave
     ).start()
     server = PostgresServer("127.0.0.1", port, "postgres", proc, base)
-    proc.wait_ready(lambda: asyncio.run(_can_connect(server.dsn)), timeout=60)
+
+    def accepting() -> bool:
+        # pg_isready needs no event loop: this may run inside an async fixture.
+        argv = [pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+        return subprocess.run(argv, check=False).returncode == 0
+
+    proc.wait_ready(accepting, timeout=60)
     return server

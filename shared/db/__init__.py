@@ -1,0 +1,1 @@
+"""Data model, engine, migrations and repository functions (SQLite or Postgres)."""

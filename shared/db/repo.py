@@ -1,0 +1,234 @@
+"""Repository functions: idempotent create-or-get by UUID, updates, the event ledger.
+
+Creation uses ``INSERT ... ON CONFLICT DO NOTHING`` (both SQLite and Postgres
+have it) followed by a read, so two deliveries of the same event racing each
+other still produce one row, and neither of them fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modelserve.shared.db.models import (
+    ModelRecord,
+    ProcessedEvent,
+    Role,
+    ServerRecord,
+    ServerStatus,
+    User,
+    utcnow,
+)
+
+
+class NotFound(LookupError):
+    """No row with that key."""
+
+
+class Conflict(ValueError):
+    """A unique value is already taken by another row."""
+
+
+def _insert_ignoring_conflicts(session: AsyncSession, table: Any, values: dict[str, Any]) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+async def _insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> bool:
+    """Insert unless any unique key exists; True when this call inserted the row."""
+    result = await session.execute(_insert_ignoring_conflicts(session, table, values))
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+# --- models -------------------------------------------------------------------
+
+
+async def get_or_create_model(
+    session: AsyncSession,
+    *,
+    model_uuid: uuid.UUID,
+    model_name: str,
+    object_path: str,
+    sha256: str,
+    size_bytes: int,
+    architecture: str | None = None,
+    file_type: str | None = None,
+    parameter_count: int | None = None,
+    context_length: int | None = None,
+    source: str | None = None,
+) -> tuple[ModelRecord, bool]:
+    """Create the model record, or return the one with that UUID; True when created."""
+    created = await _insert_ignore(
+        session,
+        ModelRecord.__table__,
+        {
+            "model_uuid": model_uuid,
+            "model_name": model_name,
+            "object_path": object_path,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "architecture": architecture,
+            "file_type": file_type,
+            "parameter_count": parameter_count,
+            "context_length": context_length,
+            "source": source,
+        },
+    )
+    record = await session.get(ModelRecord, model_uuid, populate_existing=True)
+    if record is None:
+        other = await get_model_by_name(session, model_name)
+        raise Conflict(
+            f"model name {model_name!r} already belongs to model "
+            f"{other.model_uuid if other else '(unknown)'}"
+        )
+    return record, created
+
+
+async def get_model(session: AsyncSession, model_uuid: uuid.UUID) -> ModelRecord:
+    record = await session.get(ModelRecord, model_uuid)
+    if record is None:
+        raise NotFound(f"no model {model_uuid}")
+    return record
+
+
+async def get_model_by_name(session: AsyncSession, model_name: str) -> ModelRecord | None:
+    result = await session.execute(select(ModelRecord).where(ModelRecord.model_name == model_name))
+    return result.scalar_one_or_none()
+
+
+async def list_models(session: AsyncSession) -> Sequence[ModelRecord]:
+    result = await session.execute(select(ModelRecord).order_by(ModelRecord.model_name))
+    return result.scalars().all()
+
+
+# --- servers ------------------------------------------------------------------
+
+
+async def get_or_create_server(
+    session: AsyncSession,
+    *,
+    server_uuid: uuid.UUID,
+    model_name: str,
+    owner: str | None = None,
+    runtime_params: dict[str, Any] | None = None,
+    replicas: int = 1,
+    gateway_url: str | None = None,
+) -> tuple[ServerRecord, bool]:
+    """Create the server record, or return the one with that UUID; True when created."""
+    created = await _insert_ignore(
+        session,
+        ServerRecord.__table__,
+        {
+            "server_uuid": server_uuid,
+            "model_name": model_name,
+            "owner": owner,
+            "runtime_params": runtime_params or {},
+            "replicas": replicas,
+            "status": ServerStatus.REQUESTED.value,
+            "gateway_url": gateway_url,
+        },
+    )
+    return await get_server(session, server_uuid, fresh=True), created
+
+
+async def get_server(
+    session: AsyncSession, server_uuid: uuid.UUID, *, fresh: bool = False
+) -> ServerRecord:
+    record = await session.get(ServerRecord, server_uuid, populate_existing=fresh)
+    if record is None:
+        raise NotFound(f"no server {server_uuid}")
+    return record
+
+
+async def list_servers(session: AsyncSession, owner: str | None = None) -> Sequence[ServerRecord]:
+    query = select(ServerRecord).order_by(ServerRecord.created_at.desc())
+    if owner is not None:
+        query = query.where(ServerRecord.owner == owner)
+    result = await session.execute(query)
+    return result.scalars().all()
+
+
+_UPDATABLE = frozenset(
+    c.name for c in ServerRecord.__table__.columns if c.name not in {"server_uuid", "created_at"}
+)
+
+
+async def update_server(
+    session: AsyncSession, server_uuid: uuid.UUID, **fields: Any
+) -> ServerRecord:
+    """Set fields on a server record; the status must be one of the lifecycle's."""
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not server-record fields: {', '.join(sorted(unknown))}")
+    if "status" in fields:
+        fields["status"] = ServerStatus(fields["status"]).value
+    fields.setdefault("updated_at", utcnow())
+    result = await session.execute(
+        update(ServerRecord).where(ServerRecord.server_uuid == server_uuid).values(**fields)
+    )
+    if getattr(result, "rowcount", 0) == 0:
+        raise NotFound(f"no server {server_uuid}")
+    return await get_server(session, server_uuid, fresh=True)
+
+
+# --- users ----------------------------------------------------------------------
+
+
+async def create_user(
+    session: AsyncSession, username: str, password_hash: str, role: Role
+) -> tuple[User, bool]:
+    """Create a user unless the name exists; True when created (never overwrites)."""
+    created = await _insert_ignore(
+        session,
+        User.__table__,
+        {"username": username, "password_hash": password_hash, "role": Role(role).value},
+    )
+    user = await session.get(User, username, populate_existing=True)
+    assert user is not None
+    return user, created
+
+
+async def get_user(session: AsyncSession, username: str) -> User | None:
+    return await session.get(User, username)
+
+
+async def count_users(session: AsyncSession, role: Role | None = None) -> int:
+    query = select(User.username)
+    if role is not None:
+        query = query.where(User.role == role.value)
+    return len((await session.execute(query)).all())
+
+
+# --- processed-events ledger ------------------------------------------------------
+
+
+async def mark_event_processed(
+    session: AsyncSession,
+    source: str,
+    event_id: str,
+    event_type: str,
+    subject: str | None = None,
+) -> bool:
+    """Record (source, id) as handled; False when it had been recorded before.
+
+    Call it in the same transaction as the step's effects: if the step fails and
+    rolls back, the event stays unrecorded and its redelivery is processed.
+    """
+    return await _insert_ignore(
+        session,
+        ProcessedEvent.__table__,
+        {"source": source, "event_id": event_id, "event_type": event_type, "subject": subject},
+    )
+
+
+async def is_event_processed(session: AsyncSession, source: str, event_id: str) -> bool:
+    return await session.get(ProcessedEvent, (source, event_id)) is not None

@@ -1,0 +1,201 @@
+"""One settings object for every component, read from ``MODELSERVE_*`` variables.
+
+It is built once at the edge (CLI, function entry point, operator start-up) and
+passed down; nothing deeper reads ``os.environ``. Outside dev mode it refuses to
+build with a known sample secret or a JWT secret shorter than 32 bytes, naming
+the variable to fix, so a demo configuration can never reach production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODELSERVE_"
+MIN_JWT_SECRET_BYTES = 32
+
+# Secrets that shipped in the old deployment's manifests, and their usual
+# neighbours. Anything here is public knowledge and must never guard real data.
+SAMPLE_SECRETS = frozenset(
+    {
+        "your-super-secret-jwt-key-change-in-production-minimum-32-chars",
+        "minioadmin123",
+        "minioadmin",
+        "admin-password",
+        "admin",
+        "password",
+        "changeme",
+        "change-me",
+        "secret",
+        "postgres",
+    }
+)
+
+
+class SettingsError(ValueError):
+    """A setting is unusable; ``env`` names the variable to change."""
+
+    def __init__(self, env: str, message: str) -> None:
+        super().__init__(f"{env}: {message}")
+        self.env = env
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class Settings(BaseSettings):
+    """Every setting of modelserve; the env var is ``MODELSERVE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+    mode: Literal["local", "kubernetes"] = "local"
+    """``local``: the embedded single-machine stack; ``kubernetes``: Knative + KServe."""
+
+    dev: bool = False
+    """Dev mode allows sample secrets and generated credentials. Never in production."""
+
+    data_dir: Path = Path.home() / ".local" / "share" / "modelserve"
+    """Local mode: where the SQLite database and the object-store directory live."""
+
+    database_url: str | None = None
+    """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<data_dir>/modelserve.db``.
+    Postgres: ``postgresql+asyncpg://user:password@host:5432/modelserve``."""
+
+    # --- auth -----------------------------------------------------------------
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    """The one algorithm tokens are signed and verified with (pinned)."""
+
+    jwt_secret: SecretStr | None = None
+    """HS256 shared secret, at least 32 bytes."""
+
+    jwt_private_key_file: Path | None = None
+    """RS256/ES256: PEM private key used to issue tokens (API only)."""
+
+    jwt_public_key_file: Path | None = None
+    """RS256/ES256: PEM public key used to verify tokens."""
+
+    jwks_url: AnyHttpUrl | None = None
+    """RS256/ES256: verify against keys published at this JWKS URL instead of a file."""
+
+    jwt_issuer: str = "modelserve"
+    """``iss`` of issued tokens, and the only issuer accepted."""
+
+    jwt_audience: str = "modelserve"
+    """``aud`` of user access tokens."""
+
+    access_token_ttl_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    """Lifetime of user access tokens."""
+
+    pipeline_token_ttl_seconds: int = Field(default=600, gt=0, le=24 * 3600)
+    """Lifetime of the internal tokens carried by pipeline CloudEvents."""
+
+    admin_username: str = "admin"
+    """Bootstrap admin created on first start when ``admin_password`` is set."""
+
+    admin_password: SecretStr | None = None
+    """Bootstrap admin password (no default outside dev mode)."""
+
+    # --- object store -----------------------------------------------------------
+    store_backend: Literal["local", "minio"] = "local"
+    """``local``: a directory under ``data_dir``; ``minio``: an S3-compatible server."""
+
+    store_dir: Path | None = None
+    """Local store directory; default ``<data_dir>/objects``."""
+
+    store_signing_key: SecretStr | None = None
+    """HMAC key for the local store's signed URLs; defaults to the JWT secret."""
+
+    minio_endpoint: str = "127.0.0.1:9000"
+    """MinIO ``host:port``."""
+
+    minio_access_key: SecretStr | None = None
+    """MinIO access key."""
+
+    minio_secret_key: SecretStr | None = None
+    """MinIO secret key."""
+
+    minio_secure: bool = False
+    """Use HTTPS to reach MinIO."""
+
+    minio_region: str = "us-east-1"
+    """Region reported to S3 clients."""
+
+    bucket: str = "models"
+    """Bucket (or top-level folder) holding mirrored GGUF files."""
+
+    # --- serving ----------------------------------------------------------------
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    """Base URL users reach the gateway at; servers live at ``<base>/<server-uuid>``."""
+
+    namespace: str = "modelserve"
+    """Kubernetes namespace for ModelServe resources."""
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_secrets(self) -> Settings:
+        if self.dev:
+            return self
+        for field, value in (
+            ("jwt_secret", self.jwt_secret),
+            ("admin_password", self.admin_password),
+            ("minio_access_key", self.minio_access_key),
+            ("minio_secret_key", self.minio_secret_key),
+            ("store_signing_key", self.store_signing_key),
+        ):
+            if value is not None and value.get_secret_value().strip().lower() in SAMPLE_SECRETS:
+                raise SettingsError(
+                    env_name(field),
+                    "is a published sample secret; set a real one (sample secrets work only"
+                    f" with {env_name('dev')}=true)",
+                )
+        if self.jwt_algorithm == "HS256":
+            if self.jwt_secret is None:
+                raise SettingsError(
+                    env_name("jwt_secret"),
+                    f"is required with HS256 (at least {MIN_JWT_SECRET_BYTES} random bytes,"
+                    " e.g. `openssl rand -hex 32`)",
+                )
+            size = len(self.jwt_secret.get_secret_value().encode())
+            if size < MIN_JWT_SECRET_BYTES:
+                raise SettingsError(
+                    env_name("jwt_secret"),
+                    f"is {size} bytes; at least {MIN_JWT_SECRET_BYTES} are required",
+                )
+        elif self.jwt_public_key_file is None and self.jwks_url is None:
+            raise SettingsError(
+                env_name("jwt_public_key_file"),
+                f"{self.jwt_algorithm} needs a public key file or {env_name('jwks_url')}",
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'modelserve.db'}"
+
+    @property
+    def resolved_store_dir(self) -> Path:
+        return self.store_dir or self.data_dir / "objects"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; re-raise the first problem as SettingsError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, SettingsError):
+                raise cause from None
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise SettingsError(env_name(field), first["msg"]) from None

@@ -1,0 +1,1 @@
+"""Object store: one interface, a MinIO backend and a local-directory backend."""

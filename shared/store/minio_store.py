@@ -1,0 +1,208 @@
+"""MinIO (or any S3-compatible server) as the object store.
+
+The ``minio`` client is synchronous, so every call runs in a worker thread. A put
+hands the client a file-like reader that pulls chunks from the caller's async
+iterator on the event loop; the client uploads in parts of ``part_size`` bytes,
+one part at a time, so memory stays bounded by a few parts' worth of buffers.
+(The client's parallel part uploads feed an unbounded queue: with a source
+faster than the network they would buffer the whole object, so they stay off.)
+The reader checks size and sha256 as bytes pass and raises at end of stream on
+a mismatch: the client then aborts the multipart upload (or never sends the
+single PUT), and nothing becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from modelserve.shared.store.base import (
+    CHUNK_SIZE,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StoreError,
+    StoreUnavailable,
+    StreamCheck,
+    validate_key,
+)
+
+SHA256_META = "sha256"
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+T = TypeVar("T")
+_MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound")
+
+
+def make_minio_client(
+    endpoint: str, access_key: str, secret_key: str, *, secure: bool, region: str | None = None
+) -> Minio:
+    """A client whose retries give up in seconds, so a dead MinIO is reported, not waited on."""
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=120),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
+        maxsize=16,
+    )
+    return Minio(endpoint, access_key, secret_key, secure=secure, region=region, http_client=http)
+
+
+class _StreamReader:
+    """A blocking ``read(n)`` over an async iterator that lives on ``loop``."""
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, check: StreamCheck
+    ) -> None:
+        self._chunks = chunks.__aiter__()
+        self._loop = loop
+        self._check = check
+        self._buffer = bytearray()
+        self._eof = False
+        self.sha256: str | None = None
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._buffer) < size):
+            chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            if chunk is None:
+                self._eof = True
+                self.sha256 = self._check.finish()  # raises on mismatch: upload aborted
+            elif chunk:
+                self._check.update(chunk)
+                self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+
+class MinioStore(ObjectStore):
+    """Objects in one bucket of a MinIO server."""
+
+    def __init__(self, client: Minio, bucket: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.endpoint = str(getattr(getattr(client, "_base_url", None), "host", "?"))
+        self._part_size = part_size
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectNotFound(f"{exc.code}: {exc.object_name or exc.bucket_name}") from exc
+            raise StoreError(f"object store refused: {exc.code}: {exc.message}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(
+                f"object store at {self.endpoint} is unreachable: {exc}"
+            ) from exc
+
+    async def ensure_ready(self) -> None:
+        if not await self._call(self._client.bucket_exists, self.bucket):
+            try:
+                await self._call(self._client.make_bucket, self.bucket)
+            except StoreError as exc:
+                if "BucketAlreadyOwnedByYou" not in str(exc):
+                    raise
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        validate_key(key)
+        check = StreamCheck(expected_size, expected_sha256)
+        reader = _StreamReader(chunks, asyncio.get_running_loop(), check)
+        metadata = {SHA256_META: check.expected_sha256} if check.expected_sha256 else None
+        await self._call(
+            self._client.put_object,
+            self.bucket,
+            key,
+            reader,
+            # Always "unknown length": with a length the client stops reading at
+            # that many bytes, and the reader would never see end of stream,
+            # where the size and sha256 are checked.
+            length=-1,
+            part_size=self._part_size,
+            num_parallel_uploads=1,
+            content_type=content_type,
+            metadata=metadata,
+        )
+        info = await self.stat(key)
+        # Without an expected digest up front the object carries no sha256 metadata;
+        # report the one computed while streaming.
+        return info if info.sha256 else _with_sha(info, reader.sha256)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        st = await self._call(self._client.stat_object, self.bucket, key)
+        meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
+        assert st.last_modified is not None and st.size is not None
+        return ObjectInfo(
+            key=key,
+            size=st.size,
+            sha256=meta.get(f"x-amz-meta-{SHA256_META}"),
+            last_modified=st.last_modified.astimezone(dt.UTC),
+            content_type=st.content_type or "application/octet-stream",
+        )
+
+    async def get(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        validate_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        if length == 0:
+            return
+        response = await self._call(
+            self._client.get_object, self.bucket, key, offset=offset, length=length or 0
+        )
+        try:
+            while True:
+                chunk = await asyncio.to_thread(response.read, CHUNK_SIZE)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        objects = await self._call(
+            lambda: list(self._client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        )
+        return [
+            await self.stat(o.object_name) for o in sorted(objects, key=lambda o: o.object_name)
+        ]
+
+    async def delete(self, key: str) -> bool:
+        if not await self.exists(key):
+            return False
+        await self._call(self._client.remove_object, self.bucket, key)
+        return True
+
+    async def presign_get(self, key: str, expires: dt.timedelta) -> str:
+        validate_key(key)
+        if expires <= dt.timedelta(0):
+            raise ValueError("a signed URL needs a positive lifetime")
+        return await self._call(
+            self._client.presigned_get_object, self.bucket, key, expires=expires
+        )
+
+
+def _with_sha(info: ObjectInfo, sha256: str | None) -> ObjectInfo:
+    return ObjectInfo(info.key, info.size, sha256, info.last_modified, info.content_type)

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     namespace: str = "modelserve"
     """Kubernetes namespace for ModelServe resources."""
 
+    contract_file: Path | None = None
+    """YAML resource contract (limits, per-role overrides, namespaces); built-in default
+    when unset."""
+
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         if self.dev:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from modelserve.shared import events as ev
 from modelserve.shared.db import repo
 from modelserve.shared.db.migrate import downgrade, upgrade
 from modelserve.shared.db.models import Base, ModelRecord, Role, ServerRecord, ServerStatus
@@ -175,3 +176,15 @@ async def test_event_ledger_dedupes_and_rolls_back(sessions: Sessions) -> None:
     async with sessions() as session:
         assert not await repo.is_event_processed(session, "src", "id-2")
         assert await repo.is_event_processed(session, "src", "id-1")
+
+
+async def test_first_delivery_of_an_event(sessions: Sessions) -> None:
+    server = uuid.uuid4()
+    request = ev.ServeRequest(model="demo", requested_by="alice", role="operator")
+    event = ev.make_event(
+        ev.SERVE_REQUESTED, ev.ServeRequested(request=request), source="/api", subject=server
+    )
+    async with sessions.begin() as session:
+        assert await ev.first_delivery(session, event)
+    async with sessions.begin() as session:
+        assert not await ev.first_delivery(session, event)

@@ -1,0 +1,224 @@
+"""Read what a GGUF header says, and estimate the memory it needs to serve.
+
+Uses the ``gguf`` package's reader, which memory-maps the file: only the pages it
+touches are read, never the whole file. Before the reader runs, the fixed header
+is checked by hand, so a file that is not GGUF, is cut short, or claims absurd
+counts gets a precise error instead of a numpy exception or a very long loop.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+HEADER_SIZE = 24  # magic, version, tensor count, kv count
+# The smallest possible encodings, used to bound counts by the file's size.
+MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name len, name, n_dims, one dim, type, offset
+MIN_KV_BYTES = 8 + 1 + 4 + 1  # key len, key, value type, smallest value
+MAX_TENSORS = 1_000_000
+MAX_KVS = 100_000
+MiB = 1024 * 1024
+
+
+class GGUFError(ValueError):
+    """The file cannot be used as a GGUF model; the message says why."""
+
+
+class NotGGUF(GGUFError):
+    pass
+
+
+class TruncatedGGUF(GGUFError):
+    pass
+
+
+class ImplausibleGGUF(GGUFError):
+    pass
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What the header says about a model."""
+
+    path: Path
+    file_size: int
+    version: int
+    architecture: str
+    name: str | None
+    file_type: str | None
+    file_type_id: int | None
+    parameter_count: int
+    context_length: int | None
+    block_count: int | None
+    embedding_length: int | None
+    head_count: int | None
+    head_count_kv: int | None
+    key_length: int | None
+    vocab_size: int | None
+    tensor_count: int
+    tensor_data_bytes: int
+    has_chat_template: bool
+
+    @property
+    def head_dim(self) -> int | None:
+        if self.key_length:
+            return self.key_length
+        if self.embedding_length and self.head_count:
+            return self.embedding_length // self.head_count
+        return None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed to serve: weights + KV cache + a compute/overhead allowance."""
+
+    context_length: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+    @property
+    def total_mib(self) -> float:
+        return self.total_bytes / MiB
+
+
+def _check_header(path: Path) -> tuple[int, int, int, int]:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(HEADER_SIZE)
+    except FileNotFoundError:
+        raise GGUFError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise GGUFError(f"{path}: is a directory, not a GGUF file") from None
+    except OSError as exc:
+        raise GGUFError(f"{path}: cannot be read: {exc.strerror}") from None
+    if len(head) < 4 or head[:4] != GGUF_MAGIC:
+        found = head[:4]
+        raise NotGGUF(f"{path}: not a GGUF file (starts with {found!r}, expected {GGUF_MAGIC!r})")
+    if len(head) < HEADER_SIZE:
+        raise TruncatedGGUF(f"{path}: truncated: {size} bytes, shorter than the GGUF header")
+    version, tensors, kvs = struct.unpack("<IQQ", head[4:])
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFError(f"{path}: GGUF version {version} is not supported (2 or 3 are)")
+    if tensors > MAX_TENSORS or kvs > MAX_KVS:
+        raise ImplausibleGGUF(
+            f"{path}: implausible header: {tensors} tensors and {kvs} metadata keys"
+        )
+    needed = HEADER_SIZE + tensors * MIN_TENSOR_INFO_BYTES + kvs * MIN_KV_BYTES
+    if needed > size:
+        raise TruncatedGGUF(
+            f"{path}: truncated or corrupt: the header lists {tensors} tensors and {kvs} keys, "
+            f"which need at least {needed} bytes, but the file has {size}"
+        )
+    return size, version, tensors, kvs
+
+
+def _scalar(reader: gguf.GGUFReader, key: str) -> Any:
+    field = reader.get_field(key)
+    if field is None or not field.data:
+        return None
+    value = field.contents()
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _int(reader: gguf.GGUFReader, key: str) -> int | None:
+    value = _scalar(reader, key)
+    if isinstance(value, list):  # per-layer arrays (e.g. head counts): take the first
+        value = value[0] if value else None
+    return int(value) if value is not None else None
+
+
+def _file_type_name(file_type_id: int | None) -> str | None:
+    if file_type_id is None:
+        return None
+    try:
+        name = gguf.LlamaFileType(file_type_id).name
+    except ValueError:
+        return f"unknown({file_type_id})"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def inspect_gguf(path: Path | str) -> GGUFInfo:
+    """Read a GGUF's header and tensor table; raise :class:`GGUFError` if unusable."""
+    path = Path(path)
+    size, version, tensor_count, _ = _check_header(path)
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
+        if "cannot reshape" in str(exc):  # a tensor's bytes run past the end of the file
+            raise TruncatedGGUF(
+                f"{path}: truncated: the tensor data ends early ({size} bytes on disk)"
+            ) from None
+        raise TruncatedGGUF(f"{path}: corrupt or truncated GGUF metadata ({exc})") from None
+    data_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    if data_end > size:
+        raise TruncatedGGUF(
+            f"{path}: truncated: tensor data runs to byte {data_end}, the file has {size}"
+        )
+    architecture = _scalar(reader, "general.architecture")
+    if not isinstance(architecture, str) or not architecture:
+        raise GGUFError(f"{path}: the header has no general.architecture")
+    arch = architecture
+    file_type_id = _int(reader, "general.file_type")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    name = _scalar(reader, "general.name")
+    return GGUFInfo(
+        path=path,
+        file_size=size,
+        version=version,
+        architecture=arch,
+        name=name if isinstance(name, str) else None,
+        file_type=_file_type_name(file_type_id),
+        file_type_id=file_type_id,
+        parameter_count=sum(int(t.n_elements) for t in reader.tensors),
+        context_length=_int(reader, f"{arch}.context_length"),
+        block_count=_int(reader, f"{arch}.block_count"),
+        embedding_length=_int(reader, f"{arch}.embedding_length"),
+        head_count=_int(reader, f"{arch}.attention.head_count"),
+        head_count_kv=_int(reader, f"{arch}.attention.head_count_kv")
+        or _int(reader, f"{arch}.attention.head_count"),
+        key_length=_int(reader, f"{arch}.attention.key_length"),
+        vocab_size=len(tokens.data) if tokens is not None else None,
+        tensor_count=tensor_count,
+        tensor_data_bytes=sum(int(t.n_bytes) for t in reader.tensors),
+        has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
+    )
+
+
+def estimate_memory(
+    info: GGUFInfo,
+    context_length: int | None = None,
+    *,
+    kv_bytes_per_element: int = 2,
+    overhead_fraction: float = 0.05,
+    overhead_floor: int = 32 * MiB,
+) -> MemoryEstimate:
+    """Weights + f16 KV cache for ``context_length`` tokens + compute buffers.
+
+    The KV cache holds one key and one value vector per layer, token and KV head:
+    ``2 * blocks * context * kv_heads * head_dim * bytes``. The overhead allowance
+    covers llama.cpp's compute buffers and runtime; it is an estimate, not a bound.
+    """
+    n_ctx = context_length or info.context_length
+    if not n_ctx or n_ctx <= 0:
+        raise GGUFError(f"{info.path}: no context length given and none in the header")
+    head_dim = info.head_dim or 0
+    kv = 2 * (info.block_count or 0) * n_ctx * (info.head_count_kv or 0) * head_dim
+    overhead = max(overhead_floor, int(info.tensor_data_bytes * overhead_fraction))
+    return MemoryEstimate(
+        context_length=n_ctx,
+        weights_bytes=info.tensor_data_bytes,
+        kv_cache_bytes=kv * kv_bytes_per_element,
+        overhead_bytes=overhead,
+    )

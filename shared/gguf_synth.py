@@ -1,0 +1,128 @@
+"""Write llama-architecture GGUF files with random weights.
+
+No model can be downloaded where modelserve is built and tested, so tests, the
+demo and the benchmarks use models written here. The vocabulary is SentencePiece
+style: ``<unk>``, ``<s>``, ``</s>`` and the 256 ``<0xNN>`` byte tokens, which is
+enough for llama.cpp to tokenize any text (byte fallback). The output is
+gibberish, but loading, tokenizing, sampling, streaming and timing are real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Shapes of a synthetic model; ``small`` follows a real ~135M-parameter model."""
+
+    blocks: int
+    embedding: int
+    heads: int
+    kv_heads: int
+    feed_forward: int
+    context: int
+    f16: bool
+
+
+PRESETS: dict[str, Preset] = {
+    # ~0.5 MB: what tests and the demo use.
+    "tiny": Preset(
+        blocks=2, embedding=64, heads=4, kv_heads=4, feed_forward=128, context=2048, f16=False
+    ),
+    # ~10 MB: quick benchmarks.
+    "mini": Preset(
+        blocks=4, embedding=256, heads=8, kv_heads=4, feed_forward=704, context=4096, f16=True
+    ),
+    # ~210 MB, 30 blocks x 576 wide (SmolLM-135M's shapes): realistic speed.
+    "small": Preset(
+        blocks=30, embedding=576, heads=9, kv_heads=3, feed_forward=1536, context=8192, f16=True
+    ),
+}
+
+
+def byte_vocab() -> tuple[list[str], list[float], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    scores = [0.0] * len(tokens)
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.BYTE] * 256
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_synthetic_gguf(
+    path: Path, preset: str = "tiny", *, seed: int = 0, name: str | None = None
+) -> Path:
+    """Write a loadable llama GGUF with random weights to ``path``; returns ``path``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    shape = PRESETS[preset]
+    if shape.embedding % shape.heads or shape.heads % shape.kv_heads:
+        raise ValueError("embedding must divide by heads, and heads by kv_heads")
+    rng = np.random.default_rng(seed)
+    dtype = np.float16 if shape.f16 else np.float32
+    tokens, scores, types = byte_vocab()
+    n_vocab, n_embd = len(tokens), shape.embedding
+    head_dim = n_embd // shape.heads
+    n_embd_kv = head_dim * shape.kv_heads
+
+    def weights(*dims: int) -> np.ndarray:
+        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(dtype)
+
+    def norm() -> np.ndarray:
+        return np.ones(n_embd, dtype=np.float32)  # 1-D tensors stay F32, as llama.cpp expects
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name or f"modelserve-synthetic-{preset}")
+    writer.add_file_type(
+        int(gguf.LlamaFileType.MOSTLY_F16 if shape.f16 else gguf.LlamaFileType.ALL_F32)
+    )
+    writer.add_context_length(shape.context)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(shape.blocks)
+    writer.add_feed_forward_length(shape.feed_forward)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
+    for block in range(shape.blocks):
+        prefix = f"blk.{block}"
+        writer.add_tensor(f"{prefix}.attn_norm.weight", norm())
+        writer.add_tensor(f"{prefix}.attn_q.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"{prefix}.attn_k.weight", weights(n_embd_kv, n_embd))
+        writer.add_tensor(f"{prefix}.attn_v.weight", weights(n_embd_kv, n_embd))
+        writer.add_tensor(f"{prefix}.attn_output.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"{prefix}.ffn_norm.weight", norm())
+        writer.add_tensor(f"{prefix}.ffn_gate.weight", weights(shape.feed_forward, n_embd))
+        writer.add_tensor(f"{prefix}.ffn_up.weight", weights(shape.feed_forward, n_embd))
+        writer.add_tensor(f"{prefix}.ffn_down.weight", weights(n_embd, shape.feed_forward))
+    writer.add_tensor("output_norm.weight", norm())
+    writer.add_tensor("output.weight", weights(n_vocab, n_embd))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

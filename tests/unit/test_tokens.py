@@ -131,23 +131,19 @@ def test_bad_access_tokens_are_refused(
     assert refused.value.status == 401  # type: ignore[attr-defined]
 
 
+def forged_segments(alg: str) -> tuple[str, str]:
+    """Header and payload of an admin token an attacker writes by hand."""
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    claims: dict[str, object] = {"iss": ISS, "aud": AUD, "sub": "mallory", "kind": "access"}
+    claims.update({"role": "admin", "iat": now, "nbf": now, "exp": now + 300})
+    header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    return header, b64(json.dumps(claims).encode())
+
+
 def test_alg_none_is_refused() -> None:
     _, verifier = hs_pair()
-    now = int(dt.datetime.now(dt.UTC).timestamp())
-    payload = {
-        "iss": ISS,
-        "aud": AUD,
-        "sub": "mallory",
-        "kind": "access",
-        "role": "admin",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-    }
-    token = (
-        f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}."
-        f"{b64(json.dumps(payload).encode())}."
-    )
+    header, payload = forged_segments("none")
+    token = f"{header}.{payload}."
     with pytest.raises(InvalidToken, match="'none' is not accepted"):
         verifier.verify_access(token)
 
@@ -172,22 +168,7 @@ def test_rs256_round_trip_and_hs256_key_confusion_is_refused() -> None:
     assert verifier.verify_access(issuer.access_token("bob", Role.VIEWER)).subject == "bob"
 
     # The classic confusion attack: an HS256 token "signed" with the public key.
-    now = int(dt.datetime.now(dt.UTC).timestamp())
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = b64(
-        json.dumps(
-            {
-                "iss": ISS,
-                "aud": AUD,
-                "sub": "mallory",
-                "kind": "access",
-                "role": "admin",
-                "iat": now,
-                "nbf": now,
-                "exp": now + 300,
-            }
-        ).encode()
-    )
+    header, payload = forged_segments("HS256")
     signature = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     forged = f"{header}.{payload}.{b64(signature)}"
     with pytest.raises(InvalidToken, match="'HS256' is not accepted; only RS256"):

@@ -12,7 +12,10 @@ configuration enters and is passed down.
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -42,6 +45,110 @@ def up() -> None:
         err=True,
     )
     raise typer.Exit(code=2)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=code)
+
+
+@app.command("gen-model")
+def gen_model(
+    path: Annotated[Path, typer.Argument(help="Where to write the .gguf file.")],
+    preset: Annotated[
+        str, typer.Option(help="tiny (~0.5 MB, tests/demo), mini (~10 MB), small (~210 MB).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+    name: Annotated[str | None, typer.Option(help="general.name in the header.")] = None,
+) -> None:
+    """Write a llama-architecture GGUF with random weights (no download needed)."""
+    from modelserve.shared.gguf_inspect import inspect_gguf
+    from modelserve.shared.gguf_synth import PRESETS, write_synthetic_gguf
+
+    if preset not in PRESETS:
+        raise _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    write_synthetic_gguf(path, preset, seed=seed, name=name)
+    info = inspect_gguf(path)
+    typer.echo(
+        f"wrote {path} ({info.file_size / 1e6:.1f} MB, {info.parameter_count:,} parameters, "
+        f"{info.file_type}, context {info.context_length})"
+    )
+
+
+def _env(name: str) -> str:
+    return f"MODELSERVE_RUNTIME_{name.upper()}"
+
+
+@app.command()
+def runtime(
+    model: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("model"),
+            help="GGUF file, directory holding one (/mnt/models), or s3://bucket/key.",
+        ),
+    ],
+    model_name: Annotated[
+        str, typer.Option(envvar=_env("model_name"), help="Name clients send as `model`.")
+    ] = "model",
+    host: Annotated[str, typer.Option(envvar=_env("host"))] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=_env("port"))] = 8080,
+    sha256: Annotated[
+        str | None, typer.Option(envvar=_env("sha256"), help="Refuse to serve unless it matches.")
+    ] = None,
+    n_ctx: Annotated[int, typer.Option(envvar=_env("n_ctx"), help="Context tokens.")] = 2048,
+    n_threads: Annotated[int | None, typer.Option(envvar=_env("n_threads"))] = None,
+    n_gpu_layers: Annotated[
+        int, typer.Option(envvar=_env("n_gpu_layers"), help="-1 offloads every layer.")
+    ] = 0,
+    n_batch: Annotated[int, typer.Option(envvar=_env("n_batch"))] = 512,
+    chat_template: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("chat_template"), help="Jinja template, or @file; default: the GGUF's."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(envvar=_env("seed"))] = None,
+    max_queue: Annotated[
+        int, typer.Option(envvar=_env("max_queue"), help="Waiting requests before 503.")
+    ] = 16,
+    embeddings: Annotated[bool, typer.Option(envvar=_env("embeddings"))] = False,
+    download_dir: Annotated[Path | None, typer.Option(envvar=_env("download_dir"))] = None,
+) -> None:
+    """Serve one GGUF with the OpenAI API (KServe ModelServer + llama.cpp)."""
+    from modelserve.runtime.config import RuntimeConfigError, build_config
+    from modelserve.runtime.engine import EngineError
+    from modelserve.runtime.source import ModelSourceError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = build_config(
+            model=model,
+            model_name=model_name,
+            host=host,
+            port=port,
+            sha256=sha256,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            n_batch=n_batch,
+            chat_template=chat_template,
+            seed=seed,
+            max_queue=max_queue,
+            embeddings=embeddings,
+            download_dir=download_dir,
+        )
+        config.chat_template_text()
+    except RuntimeConfigError as exc:
+        raise _fail(str(exc)) from None
+    from modelserve.runtime.server import serve
+
+    try:
+        serve(config)
+    except (ModelSourceError, EngineError) as exc:
+        raise _fail(str(exc), code=1) from None
 
 
 def main() -> None:

@@ -1,0 +1,23 @@
+"""A generated tiny model and real runtime processes serving it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelserve.shared.gguf_synth import write_synthetic_gguf
+from support.runtime import RuntimeServer, start_runtime
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "demo.gguf", "tiny")
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
+    server = start_runtime(tiny_model, "--model-name", "demo", "--embeddings", "--max-queue", "4")
+    yield server
+    server.stop()

@@ -1,0 +1,215 @@
+"""The runtime through the real `openai` client: chat, completion, streams, embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import openai
+import pytest
+
+from support.runtime import RuntimeServer
+
+NO_EOS = {"2": -100}  # token 2 is </s>: suppressing it makes generations run to max_tokens
+
+
+def client(runtime: RuntimeServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=runtime.openai_base, api_key="unused", max_retries=0)
+
+
+def test_models(runtime: RuntimeServer) -> None:
+    models = client(runtime).models.list()
+    assert [m.id for m in models.data] == ["demo"]
+    assert client(runtime).models.retrieve("demo").id == "demo"
+    with pytest.raises(openai.NotFoundError):
+        client(runtime).models.retrieve("other")
+
+
+def test_chat_completion(runtime: RuntimeServer) -> None:
+    reply = client(runtime).chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "Hello there"}],
+        max_tokens=12,
+        logit_bias=NO_EOS,
+    )
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason == "length"
+    assert reply.model == "demo"
+    assert reply.usage is not None and reply.usage.completion_tokens == 12
+    assert reply.usage.prompt_tokens > 3  # the chat template wraps the message
+
+
+def test_completion(runtime: RuntimeServer) -> None:
+    reply = client(runtime).completions.create(
+        model="demo", prompt="Once upon a time", max_tokens=8, logit_bias=NO_EOS
+    )
+    assert reply.choices[0].text
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 8
+
+
+def test_streamed_chat_ends_with_done_and_usage(runtime: RuntimeServer) -> None:
+    stream = client(runtime).chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "Count"}],
+        max_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+        logit_bias=NO_EOS,
+    )
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces)
+    assert finish == "length"
+    assert usage is not None and usage.completion_tokens == 20
+
+
+def test_raw_stream_is_server_sent_events_ending_in_done(runtime: RuntimeServer) -> None:
+    with httpx.stream(
+        "POST",
+        f"{runtime.url}/openai/v1/completions",
+        json={"model": "demo", "prompt": "x", "max_tokens": 5, "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_embeddings(runtime: RuntimeServer) -> None:
+    result = client(runtime).embeddings.create(model="demo", input=["hello", "world!"])
+    assert [d.index for d in result.data] == [0, 1]
+    assert all(len(d.embedding) == 64 for d in result.data)  # the tiny model's width
+    assert result.data[0].embedding != result.data[1].embedding
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"model": "other", "prompt": "x"}, 404, "does not exist"),
+        ({"model": "demo", "prompt": "x", "temperature": 5}, 400, "temperature"),
+        ({"model": "demo", "prompt": "x", "n": 2}, 400, "n:"),
+        ({"model": "demo", "prompt": ["a", "b"]}, 400, "exactly one prompt"),
+        ({"model": "demo", "prompt": "x", "logit_bias": {"99999": 1}}, 400, "outside 0..258"),
+        ({"model": "demo", "prompt": "x " * 3000, "max_tokens": 4}, 400, "context"),
+        ({"prompt": "x"}, 400, "model"),
+    ],
+    ids=["unknown-model", "temperature", "n", "two-prompts", "bias-range", "too-long", "no-model"],
+)
+def test_bad_requests_get_openai_errors(
+    runtime: RuntimeServer, body: dict[str, object], status: int, message: str
+) -> None:
+    response = httpx.post(f"{runtime.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert re.search(message, error["message"]), error
+
+
+def test_invalid_json_is_a_400(runtime: RuntimeServer) -> None:
+    response = httpx.post(f"{runtime.url}/v1/chat/completions", content=b"{not json", timeout=10)
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+async def test_two_concurrent_streams_both_finish_complete(runtime: RuntimeServer) -> None:
+    async_client = openai.AsyncOpenAI(base_url=runtime.openai_base, api_key="x", max_retries=0)
+
+    async def one(prompt: str) -> tuple[str | None, int, int]:
+        stream = await async_client.completions.create(
+            model="demo",
+            prompt=prompt,
+            max_tokens=300,
+            stream=True,
+            stream_options={"include_usage": True},
+            logit_bias=NO_EOS,
+        )
+        finish, chunks, tokens = None, 0, 0
+        async for chunk in stream:
+            chunks += 1
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+            for choice in chunk.choices:
+                reason: str | None = choice.finish_reason  # None on all but the last chunk
+                finish = reason or finish
+        return finish, chunks, tokens
+
+    results = await asyncio.gather(one("first"), one("second"))
+    for finish, chunks, tokens in results:
+        assert finish == "length"  # neither was cut short by the other
+        assert tokens == 300
+        assert chunks >= 300
+
+
+def metric(runtime: RuntimeServer, name: str) -> float:
+    text = httpx.get(f"{runtime.url}/metrics", timeout=10).text
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def test_metrics_count_tokens_and_latency(runtime: RuntimeServer) -> None:
+    before = metric(runtime, "modelserve_generated_tokens_total")
+    prompt_before = metric(runtime, "modelserve_prompt_tokens_total")
+    ttft_before = metric(runtime, "modelserve_time_to_first_token_seconds_count")
+    reply = client(runtime).completions.create(
+        model="demo", prompt="abc", max_tokens=7, logit_bias=NO_EOS
+    )
+    assert reply.usage is not None
+    assert metric(runtime, "modelserve_generated_tokens_total") - before == 7
+    # The hook's count agrees with llama.cpp's own tokenizer count (<s>, "▁" as
+    # three byte tokens, a, b, c).
+    assert reply.usage.prompt_tokens == 7
+    assert metric(runtime, "modelserve_prompt_tokens_total") - prompt_before == 7
+    assert metric(runtime, "modelserve_time_to_first_token_seconds_count") == ttft_before + 1
+    assert metric(runtime, "modelserve_inter_token_latency_seconds_count") >= 6
+    assert metric(runtime, "modelserve_requests_running") == 0
+    assert metric(runtime, "modelserve_requests_waiting") == 0
+
+
+def test_stream_disconnect_stops_generation(runtime: RuntimeServer) -> None:
+    before = metric(runtime, "modelserve_generated_tokens_total")
+    with httpx.stream(
+        "POST",
+        f"{runtime.url}/v1/completions",
+        json={
+            "model": "demo",
+            "prompt": "go",
+            "max_tokens": 1900,
+            "stream": True,
+            "logit_bias": NO_EOS,
+        },
+        timeout=30,
+    ) as response:
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+    # The connection is closed: the next request is served promptly, and the
+    # abandoned generation stopped far short of its 1900 tokens.
+    reply = client(runtime).completions.create(model="demo", prompt="next", max_tokens=3)
+    assert reply.choices[0].text is not None
+    generated = metric(runtime, "modelserve_generated_tokens_total") - before
+    assert generated < 1000, f"{generated} tokens generated after the client left"
+
+
+def test_non_streamed_disconnect_stops_generation(runtime: RuntimeServer) -> None:
+    before = metric(runtime, "modelserve_generated_tokens_total")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{runtime.url}/v1/completions",
+            json={"model": "demo", "prompt": "go", "max_tokens": 1900, "logit_bias": NO_EOS},
+            timeout=httpx.Timeout(5, read=0.3),
+        )
+    reply = client(runtime).completions.create(model="demo", prompt="next", max_tokens=3)
+    assert reply.choices[0].text is not None
+    generated = metric(runtime, "modelserve_generated_tokens_total") - before
+    assert generated < 1500, f"{generated} tokens generated after the client left"

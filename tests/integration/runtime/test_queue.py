@@ -1,0 +1,53 @@
+"""A full queue answers 503 with Retry-After, and the server carries on afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from support.runtime import RuntimeServer, start_runtime
+
+NO_EOS = {"2": -100}
+
+
+@pytest.fixture(scope="module")
+def no_queue_runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
+    server = start_runtime(tiny_model, "--model-name", "demo", "--max-queue", "0")
+    yield server
+    server.stop()
+
+
+def test_full_queue_is_503_with_retry_after(no_queue_runtime: RuntimeServer) -> None:
+    url = no_queue_runtime.url
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/completions",
+        json={
+            "model": "demo",
+            "prompt": "long",
+            "max_tokens": 1900,
+            "stream": True,
+            "logit_bias": NO_EOS,
+        },
+        timeout=30,
+    ) as running:
+        assert running.status_code == 200
+        lines = running.iter_lines()  # kept: a dropped iterator closes the stream
+        next(lines)  # it holds the model now
+        busy = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert busy.status_code == 503, busy.text
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert busy.json()["error"]["code"] == "queue_full"
+        assert "the queue holds 0" in busy.json()["error"]["message"]
+        assert sum(1 for line in lines if line.startswith("data: {")) > 1000  # ran on, whole
+    client = openai.OpenAI(base_url=no_queue_runtime.openai_base, api_key="x", max_retries=0)
+    reply = client.completions.create(model="demo", prompt="again", max_tokens=4)
+    assert reply.choices[0].finish_reason in {"length", "stop"}

@@ -7,10 +7,10 @@ from typing import Any
 
 from modelserve.runtime.config import RuntimeConfig
 from modelserve.runtime.engine import LlamaEngine
-from modelserve.runtime.kserve_sdk import kserve_model_base
 from modelserve.runtime.metrics import RuntimeMetrics
 from modelserve.runtime.source import resolve_model
 from modelserve.shared.gguf_inspect import GGUFInfo
+from modelserve.shared.kserve_sdk import kserve_model_base
 
 log = logging.getLogger(__name__)
 

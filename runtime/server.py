@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 from modelserve.runtime.config import RuntimeConfig
-from modelserve.runtime.kserve_sdk import import_kserve
 from modelserve.runtime.metrics import default_metrics
 from modelserve.runtime.model import LlamaCppModel
 from modelserve.runtime.openai_api import OpenAIRoutes
+from modelserve.shared.kserve_sdk import import_kserve
 
 log = logging.getLogger(__name__)
 

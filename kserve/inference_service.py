@@ -1,0 +1,93 @@
+"""Build the InferenceService for one server with the kserve SDK's V1beta1 classes.
+
+Built from the SDK's model classes (so a misspelt field fails at construction)
+and then serialized to the plain dict the Kubernetes API takes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelserve.kserve.schema import check
+from modelserve.shared.kserve_sdk import import_kserve
+
+RUNTIME = "modelserve-llamacpp"
+GPU_RUNTIME = "modelserve-llamacpp-gpu"
+MODEL_FORMAT = "gguf"
+SERVICE_ACCOUNT = "modelserve-models"
+API_VERSION = "serving.kserve.io/v1beta1"
+
+
+def isvc_name(server_uuid: uuid.UUID) -> str:
+    """A DNS-1035 name for the server: it must start with a letter, a UUID may not."""
+    return f"ms-{server_uuid}"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What the operator knows about one server when it builds the InferenceService."""
+
+    server_uuid: uuid.UUID
+    namespace: str
+    model_name: str
+    storage_uri: str
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpus: int = 0
+    min_replicas: int = 0
+    max_replicas: int = 1
+    sha256: str | None = None
+    runtime_args: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    service_account: str = SERVICE_ACCOUNT
+
+
+def _env(spec: ServerSpec) -> list[Any]:
+    from kubernetes.client import V1EnvVar
+
+    env = [V1EnvVar(name="MODELSERVE_RUNTIME_MODEL_NAME", value=spec.model_name)]
+    if spec.sha256:
+        env.append(V1EnvVar(name="MODELSERVE_RUNTIME_SHA256", value=spec.sha256))
+    for key, value in sorted(spec.runtime_args.items()):
+        env.append(V1EnvVar(name=f"MODELSERVE_RUNTIME_{key.upper()}", value=str(value)))
+    return env
+
+
+def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
+    """The InferenceService manifest for ``spec`` as a plain dict."""
+    kserve = import_kserve()
+    from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
+
+    resources = {"cpu": spec.cpu, "memory": spec.memory}
+    if spec.gpus:
+        resources["nvidia.com/gpu"] = str(spec.gpus)
+    isvc = kserve.V1beta1InferenceService(
+        api_version=API_VERSION,
+        kind="InferenceService",
+        metadata=V1ObjectMeta(
+            name=isvc_name(spec.server_uuid),
+            namespace=spec.namespace,
+            labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
+            annotations={"serving.kserve.io/deploymentMode": "Serverless", **spec.annotations},
+        ),
+        spec=kserve.V1beta1InferenceServiceSpec(
+            predictor=kserve.V1beta1PredictorSpec(
+                min_replicas=spec.min_replicas,
+                max_replicas=spec.max_replicas,
+                service_account_name=spec.service_account,
+                model=kserve.V1beta1ModelSpec(
+                    model_format=kserve.V1beta1ModelFormat(name=MODEL_FORMAT),
+                    runtime=GPU_RUNTIME if spec.gpus else RUNTIME,
+                    storage_uri=spec.storage_uri,
+                    env=_env(spec),
+                    resources=V1ResourceRequirements(requests=resources, limits=resources),
+                ),
+            )
+        ),
+    )
+    manifest: dict[str, Any] = kserve.ApiClient().sanitize_for_serialization(isvc)
+    check(manifest, "V1beta1InferenceService")
+    return manifest

@@ -75,3 +75,14 @@ def test_environment_is_read_at_the_edge(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_secrets_are_not_printed() -> None:
     settings = load_settings(jwt_secret=GOOD)
     assert GOOD not in repr(settings)
+
+
+def test_readme_documents_every_setting() -> None:
+    from modelserve.runtime.config import RuntimeConfig
+    from modelserve.shared.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`MODELSERVE_{name.upper()}`" in readme, name
+    for name in RuntimeConfig.model_fields:
+        assert f"`MODELSERVE_RUNTIME_{name.upper()}`" in readme, name

@@ -120,6 +120,7 @@ class ModelRecord(Base):
     parameter_count: Mapped[int | None] = mapped_column(BigInteger)
     context_length: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str | None] = mapped_column(String(2048))
+    gguf: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -180,3 +181,14 @@ class ProcessedEvent(Base):
     event_type: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str | None] = mapped_column(String(255), index=True)
     processed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reply: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Lease(Base):
+    """One holder at a time for a named job, until ``expires_at`` (renewed while alive)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime] = mapped_column()

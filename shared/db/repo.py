@@ -7,15 +7,17 @@ other still produce one row, and neither of them fails.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelserve.shared.db.models import (
+    Lease,
     ModelRecord,
     ProcessedEvent,
     Role,
@@ -65,6 +67,7 @@ async def get_or_create_model(
     parameter_count: int | None = None,
     context_length: int | None = None,
     source: str | None = None,
+    gguf: dict[str, Any] | None = None,
 ) -> tuple[ModelRecord, bool]:
     """Create the model record, or return the one with that UUID; True when created."""
     created = await _insert_ignore(
@@ -81,6 +84,7 @@ async def get_or_create_model(
             "parameter_count": parameter_count,
             "context_length": context_length,
             "source": source,
+            "gguf": gguf,
         },
     )
     record = await session.get(ModelRecord, model_uuid, populate_existing=True)
@@ -217,8 +221,9 @@ async def mark_event_processed(
     event_id: str,
     event_type: str,
     subject: str | None = None,
+    reply: dict[str, Any] | None = None,
 ) -> bool:
-    """Record (source, id) as handled; False when it had been recorded before.
+    """Record (source, id) as handled, with the reply given; False if it was already.
 
     Call it in the same transaction as the step's effects: if the step fails and
     rolls back, the event stays unrecorded and its redelivery is processed.
@@ -226,9 +231,44 @@ async def mark_event_processed(
     return await _insert_ignore(
         session,
         ProcessedEvent.__table__,
-        {"source": source, "event_id": event_id, "event_type": event_type, "subject": subject},
+        {
+            "source": source,
+            "event_id": event_id,
+            "event_type": event_type,
+            "subject": subject,
+            "reply": reply,
+        },
     )
 
 
+async def processed_event(
+    session: AsyncSession, source: str, event_id: str
+) -> ProcessedEvent | None:
+    """The ledger entry of (source, id), with the reply it got; None if never handled."""
+    return await session.get(ProcessedEvent, (source, event_id), populate_existing=True)
+
+
 async def is_event_processed(session: AsyncSession, source: str, event_id: str) -> bool:
-    return await session.get(ProcessedEvent, (source, event_id)) is not None
+    return await processed_event(session, source, event_id) is not None
+
+
+# --- leases ---------------------------------------------------------------------------
+
+
+async def acquire_lease(session: AsyncSession, name: str, holder: str, ttl: dt.timedelta) -> bool:
+    """Take (or renew) the lease ``name``; False while another holder's is unexpired."""
+    now = utcnow()
+    if await _insert_ignore(
+        session, Lease.__table__, {"name": name, "holder": holder, "expires_at": now + ttl}
+    ):
+        return True
+    result = await session.execute(
+        update(Lease)
+        .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder == holder))
+        .values(holder=holder, expires_at=now + ttl)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def release_lease(session: AsyncSession, name: str, holder: str) -> None:
+    await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))

@@ -188,3 +188,30 @@ async def test_first_delivery_of_an_event(sessions: Sessions) -> None:
         assert await ev.first_delivery(session, event)
     async with sessions.begin() as session:
         assert not await ev.first_delivery(session, event)
+
+
+async def test_ledger_keeps_the_reply(sessions: Sessions) -> None:
+    reply = {"specversion": "1.0", "id": "r-1", "type": "t", "source": "s"}
+    async with sessions.begin() as session:
+        assert await repo.mark_event_processed(session, "src", "e-9", "t", reply=reply)
+    async with sessions() as session:
+        entry = await repo.processed_event(session, "src", "e-9")
+        assert entry is not None and entry.reply == reply
+        assert await repo.processed_event(session, "src", "e-10") is None
+
+
+async def test_leases_have_one_holder_until_expiry(sessions: Sessions) -> None:
+    ttl = dt.timedelta(minutes=5)
+    async with sessions.begin() as session:
+        assert await repo.acquire_lease(session, "download:demo", "a", ttl)
+        assert not await repo.acquire_lease(session, "download:demo", "b", ttl)
+        assert await repo.acquire_lease(session, "download:demo", "a", ttl)  # renewal
+        assert await repo.acquire_lease(session, "download:other", "b", ttl)
+    async with sessions.begin() as session:
+        await repo.release_lease(session, "download:demo", "b")  # not b's: no effect
+        assert not await repo.acquire_lease(session, "download:demo", "b", ttl)
+        await repo.release_lease(session, "download:demo", "a")
+        assert await repo.acquire_lease(session, "download:demo", "b", ttl)
+    async with sessions.begin() as session:  # an expired lease can be taken over
+        assert await repo.acquire_lease(session, "stale", "a", dt.timedelta(seconds=-1))
+        assert await repo.acquire_lease(session, "stale", "b", ttl)

@@ -59,6 +59,8 @@ class ServeRequest(_Payload):
     replicas: int = Field(default=1, ge=0, le=100)
     max_replicas: int | None = Field(default=None, ge=1, le=100)
     runtime_params: dict[str, Any] = Field(default_factory=dict)
+    cpu: str = "1"
+    memory: str | None = None
     requested_by: str
     role: str
     namespace: str | None = None

@@ -139,6 +139,49 @@ class Settings(BaseSettings):
     namespace: str = "modelserve"
     """Kubernetes namespace for ModelServe resources."""
 
+    # --- pipeline ---------------------------------------------------------------
+    catalog_backend: Literal["local", "s3", "http"] = "local"
+    """Where missing models come from: a directory, an S3/MinIO bucket, or an HTTP catalog
+    compatible with the old quantisation service (``GET <url>/download-url/<model>``)."""
+
+    catalog_dir: Path | None = None
+    """Local catalog directory of ``<name>.gguf`` files; default ``<data_dir>/catalog``."""
+
+    catalog_url: str | None = None
+    """HTTP catalog base URL, or the endpoint URL (``http://host:port``) of an upstream
+    S3 bucket."""
+
+    catalog_token: SecretStr | None = None
+    """Bearer token for the HTTP catalog."""
+
+    catalog_bucket: str = "catalog"
+    """Upstream bucket of the S3 catalog."""
+
+    catalog_prefix: str = ""
+    """Key prefix of the models in the upstream bucket."""
+
+    catalog_access_key: SecretStr | None = None
+    """Access key of the upstream bucket."""
+
+    catalog_secret_key: SecretStr | None = None
+    """Secret key of the upstream bucket."""
+
+    catalog_file_origins: list[str] = Field(default_factory=list)
+    """Extra origins (``https://host:port``) the HTTP catalog's signed URLs may point at."""
+
+    catalog_url_ttl_seconds: int = Field(default=900, gt=0)
+    """Lifetime of the signed URLs the S3 catalog hands out."""
+
+    broker_url: str | None = None
+    """Where functions send events outside a reply (mirror progress): the broker ingress.
+    Knative sets ``K_SINK``; this wins when set."""
+
+    work_dir: Path | None = None
+    """Scratch space for downloads in progress; default ``<data_dir>/work``."""
+
+    kubeconfig: Path | None = None
+    """Kubernetes mode: kubeconfig file; in-cluster configuration when unset."""
+
     contract_file: Path | None = None
     """YAML resource contract (limits, per-role overrides, namespaces); built-in default
     when unset."""
@@ -153,6 +196,9 @@ class Settings(BaseSettings):
             ("minio_access_key", self.minio_access_key),
             ("minio_secret_key", self.minio_secret_key),
             ("store_signing_key", self.store_signing_key),
+            ("catalog_token", self.catalog_token),
+            ("catalog_access_key", self.catalog_access_key),
+            ("catalog_secret_key", self.catalog_secret_key),
         ):
             if value is not None and value.get_secret_value().strip().lower() in SAMPLE_SECRETS:
                 raise SettingsError(
@@ -189,6 +235,14 @@ class Settings(BaseSettings):
     @property
     def resolved_store_dir(self) -> Path:
         return self.store_dir or self.data_dir / "objects"
+
+    @property
+    def resolved_catalog_dir(self) -> Path:
+        return self.catalog_dir or self.data_dir / "catalog"
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.data_dir / "work"
 
 
 def load_settings(**overrides: object) -> Settings:

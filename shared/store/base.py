@@ -144,6 +144,10 @@ class ObjectStore(abc.ABC):
     async def presign_get(self, key: str, expires: dt.timedelta) -> str:
         """A URL that fetches ``key`` without credentials until ``expires`` has passed."""
 
+    @abc.abstractmethod
+    def uri(self, key: str) -> str:
+        """Where a runtime finds ``key``: ``s3://bucket/key`` or ``file:///path``."""
+
     async def exists(self, key: str) -> bool:
         try:
             await self.stat(key)

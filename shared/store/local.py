@@ -54,6 +54,9 @@ class LocalStore(ObjectStore):
     def _meta(self, key: str) -> Path:
         return self.root / META_DIR / f"{validate_key(key)}.json"
 
+    def uri(self, key: str) -> str:
+        return self._path(key).resolve().as_uri()
+
     async def ensure_ready(self) -> None:
         try:
             (self.root / INCOMING_DIR).mkdir(parents=True, exist_ok=True)

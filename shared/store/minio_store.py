@@ -107,6 +107,9 @@ class MinioStore(ObjectStore):
                 f"object store at {self.endpoint} is unreachable: {exc}"
             ) from exc
 
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{validate_key(key)}"
+
     async def ensure_ready(self) -> None:
         if not await self._call(self._client.bucket_exists, self.bucket):
             try:

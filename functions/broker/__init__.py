@@ -1,0 +1,1 @@
+"""The embedded broker: Knative Eventing's Broker + Triggers on one machine."""

@@ -1,0 +1,56 @@
+"""serve.requested -> model.available (the GGUF is in our store) or model.missing."""
+
+from __future__ import annotations
+
+from cloudevents.http import CloudEvent
+
+from modelserve.functions.steps.context import StepContext
+from modelserve.shared import events as ev
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ModelRecord, ServerStatus
+
+STEP = "availability"
+
+
+def model_ref(record: ModelRecord) -> ev.ModelRef:
+    return ev.ModelRef(
+        model_uuid=record.model_uuid,
+        model_name=record.model_name,
+        object_path=record.object_path,
+        sha256=record.sha256,
+        size_bytes=record.size_bytes,
+        architecture=record.architecture,
+        file_type=record.file_type,
+        parameter_count=record.parameter_count,
+        context_length=record.context_length,
+    )
+
+
+async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
+    request = ev.payload(event, ev.ServeRequested).request
+    server = ev.subject_uuid(event)
+    async with ctx.sessions.begin() as session:
+        await repo.get_or_create_server(
+            session,
+            server_uuid=server,
+            model_name=request.model,
+            owner=request.requested_by,
+            runtime_params=request.runtime_params,
+            replicas=request.replicas,
+            gateway_url=f"{str(ctx.settings.public_base_url).rstrip('/')}/{server}",
+        )
+        await repo.update_server(
+            session,
+            server,
+            status=ServerStatus.CHECKING,
+            status_message=f"looking for {request.model} in the store",
+        )
+        record = await repo.get_model_by_name(session, request.model)
+    if record is not None and await ctx.store.exists(record.object_path):
+        return ctx.reply(
+            STEP,
+            event,
+            ev.MODEL_AVAILABLE,
+            ev.ModelAvailable(request=request, model=model_ref(record)),
+        )
+    return ctx.reply(STEP, event, ev.MODEL_MISSING, ev.ModelMissing(request=request))

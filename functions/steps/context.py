@@ -1,0 +1,72 @@
+"""What every step gets: configuration and clients, built once at the edge."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cloudevents.http import CloudEvent
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.functions.appliers import Applier
+from modelserve.functions.catalog.base import Catalog
+from modelserve.shared import events as ev
+from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.contract import ResourceContract
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.settings import Settings
+from modelserve.shared.store.base import ObjectStore
+
+Publish = Callable[[CloudEvent], Awaitable[None]]
+
+
+class StepFailure(Exception):
+    """The request cannot be served: the chain ends with serve.failed and this reason."""
+
+    def __init__(self, reason: str, violations: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.violations = violations or []
+
+
+class RetryLater(Exception):
+    """A dependency is down or busy: answer 503 so the broker redelivers later."""
+
+
+@dataclass
+class StepContext:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+    verifier: TokenVerifier
+    issuer: TokenIssuer | None
+    catalog: Catalog
+    contract: ResourceContract
+    applier: Applier
+    http: httpx.AsyncClient
+    publish: Publish | None = None
+
+    def token_for(self, event: CloudEvent) -> str | None:
+        """A fresh pipeline token for the next event, or the incoming one if we can't sign."""
+        if self.issuer is not None:
+            return self.issuer.pipeline_token(ev.subject_uuid(event))
+        token = event.get(ev.TOKEN_ATTRIBUTE)
+        return str(token) if token else None
+
+    def reply(self, step: str, parent: CloudEvent, event_type: str, data: Any) -> CloudEvent:
+        return ev.make_event(
+            event_type,
+            data,
+            source=f"/modelserve/functions/{step}",
+            subject=ev.subject_uuid(parent),
+            token=self.token_for(parent),
+            parent=parent,
+        )
+
+    async def set_status(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> None:
+        async with self.sessions.begin() as session:
+            await repo.update_server(session, server, status=status, **fields)

@@ -1,0 +1,203 @@
+"""model.url-signed -> model.available: copy the GGUF into our store, verified.
+
+The file is fetched into scratch space (resumable), checked (size, sha256, GGUF
+header) and only then streamed into the store under its final key, so nothing
+unverified is ever visible there. One download per model: the first request
+takes a lease on the model's name; others for the same model wait for the model
+record to appear instead of downloading again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from modelserve.functions.catalog.base import SignedModel
+from modelserve.functions.download import DownloadError, fetch
+from modelserve.functions.steps.availability import model_ref
+from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
+from modelserve.shared import events as ev
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ModelRecord, ServerStatus
+from modelserve.shared.gguf_inspect import GGUFError, GGUFInfo, inspect_gguf
+from modelserve.shared.store.base import CHUNK_SIZE, ObjectIntegrityError
+
+STEP = "mirror"
+MODEL_NAMESPACE = uuid.UUID("0b8f8a0e-3c6e-4f55-a1c9-5d0f3b0e7a21")
+LEASE_TTL = dt.timedelta(minutes=2)
+WAIT_POLL_SECONDS = 0.5
+log = logging.getLogger(__name__)
+
+
+def model_uuid(name: str) -> uuid.UUID:
+    """The same model name always gets the same UUID, whoever mirrors it."""
+    return uuid.uuid5(MODEL_NAMESPACE, name)
+
+
+def object_key(name: str) -> str:
+    return f"{name}/{name}.gguf"
+
+
+def gguf_facts(info: GGUFInfo) -> dict[str, Any]:
+    facts = dataclasses.asdict(info)
+    facts.pop("path")
+    return facts
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield chunk
+
+
+async def _mirrored(ctx: StepContext, name: str) -> ModelRecord | None:
+    async with ctx.sessions() as session:
+        record = await repo.get_model_by_name(session, name)
+    if record is not None and await ctx.store.exists(record.object_path):
+        return record
+    return None
+
+
+async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1800) -> CloudEvent:
+    signed = ev.payload(event, ev.ModelUrlSigned)
+    request, server, name = signed.request, ev.subject_uuid(event), signed.request.model
+    deadline = time.monotonic() + wait_seconds
+    lease = f"mirror:{name}"
+    while True:
+        record = await _mirrored(ctx, name)
+        if record is not None:
+            await ctx.set_status(
+                server,
+                ServerStatus.MIRRORING,
+                progress=100.0,
+                status_message=f"{name} is in the store",
+            )
+            return ctx.reply(
+                STEP,
+                event,
+                ev.MODEL_AVAILABLE,
+                ev.ModelAvailable(request=request, model=model_ref(record)),
+            )
+        async with ctx.sessions.begin() as session:
+            mine = await repo.acquire_lease(session, lease, str(server), LEASE_TTL)
+        if mine:
+            break
+        if time.monotonic() > deadline:
+            raise RetryLater(f"another download of {name} is still running")
+        await ctx.set_status(
+            server, ServerStatus.MIRRORING, status_message=f"waiting for another download of {name}"
+        )
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+    try:
+        record = await _mirror(ctx, event, signed, server)
+    finally:
+        async with ctx.sessions.begin() as session:
+            await repo.release_lease(session, lease, str(server))
+    return ctx.reply(
+        STEP, event, ev.MODEL_AVAILABLE, ev.ModelAvailable(request=request, model=model_ref(record))
+    )
+
+
+async def _mirror(
+    ctx: StepContext, event: CloudEvent, signed: ev.ModelUrlSigned, server: uuid.UUID
+) -> ModelRecord:
+    name = signed.request.model
+    scratch = ctx.settings.resolved_work_dir / "mirror" / f"{name}.part"
+
+    async def progress(done: int, total: int | None) -> None:
+        percent = round(100.0 * done / total, 1) if total else None
+        async with ctx.sessions.begin() as session:
+            await repo.acquire_lease(session, f"mirror:{name}", str(server), LEASE_TTL)
+            await repo.update_server(
+                session,
+                server,
+                status=ServerStatus.MIRRORING,
+                progress=min(percent, 99.9) if percent is not None else None,
+                status_message=f"mirroring {name}: {done} of {total or '?'} bytes",
+            )
+        if ctx.publish is not None:
+            note = ev.make_event(
+                ev.MIRROR_PROGRESS,
+                ev.MirrorProgress(model=name, bytes_done=done, bytes_total=total),
+                source=f"/modelserve/functions/{STEP}",
+                subject=server,
+                token=ctx.token_for(event),
+            )
+            try:
+                await ctx.publish(note)
+            except Exception as exc:  # progress is best effort; the mirror goes on
+                log.debug("progress event not delivered: %s", exc)
+
+    first = SignedModel(
+        signed.catalog_id,
+        signed.url,
+        signed.expires_at,
+        signed.sha256,
+        signed.size_bytes,
+        signed.file_type,
+    )
+    try:
+        size, sha256 = await fetch(
+            name, first, scratch, catalog=ctx.catalog, http=ctx.http, progress=progress
+        )
+    except DownloadError as exc:
+        raise StepFailure(str(exc)) from None
+    try:
+        if signed.size_bytes is not None and size != signed.size_bytes:
+            raise StepFailure(
+                f"size mismatch for {name}: the catalog says "
+                f"{signed.size_bytes} bytes, {size} arrived"
+            )
+        if signed.sha256 is not None and sha256 != signed.sha256.lower():
+            raise StepFailure(
+                f"sha256 mismatch for {name}: the catalog says {signed.sha256}, "
+                f"the download is {sha256}"
+            )
+        try:
+            info = inspect_gguf(scratch)
+        except GGUFError as exc:
+            raise StepFailure(f"{name} is not a usable GGUF: {exc}") from None
+        key = object_key(name)
+        try:
+            await ctx.store.put(
+                key, _file_chunks(scratch), expected_size=size, expected_sha256=sha256
+            )
+        except ObjectIntegrityError as exc:  # the scratch file changed under us
+            raise StepFailure(str(exc)) from None
+    except StepFailure:
+        scratch.unlink(missing_ok=True)  # a bad file is never resumed
+        raise
+    async with ctx.sessions.begin() as session:
+        record, _ = await repo.get_or_create_model(
+            session,
+            model_uuid=model_uuid(name),
+            model_name=name,
+            object_path=key,
+            sha256=sha256,
+            size_bytes=size,
+            architecture=info.architecture,
+            file_type=info.file_type,
+            parameter_count=info.parameter_count,
+            context_length=info.context_length,
+            source=signed.catalog_id,
+            gguf=gguf_facts(info),
+        )
+        await repo.update_server(
+            session,
+            server,
+            status=ServerStatus.MIRRORING,
+            progress=100.0,
+            model_uuid=record.model_uuid,
+            status_message=f"mirrored {name} ({size} bytes)",
+        )
+    scratch.unlink(missing_ok=True)
+    return record

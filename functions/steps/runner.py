@@ -1,0 +1,112 @@
+"""Run one step on one event: verify, dedupe, handle, and turn failures into serve.failed.
+
+Answers map onto Knative Eventing's delivery rules: 200 with a reply event (it
+goes back to the broker), 202 with none (the chain ends), 400 for a request that
+will never work (not retried), 401/403 for a bad token, 503 for "try again"
+(retried with backoff, then dead-lettered).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cloudevents.conversion import to_dict
+from cloudevents.http import CloudEvent, from_dict
+from sqlalchemy.exc import OperationalError
+
+from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
+from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
+from modelserve.shared import events as ev
+from modelserve.shared.auth.errors import AuthError
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.store.base import StoreUnavailable
+
+log = logging.getLogger(__name__)
+Handler = Callable[[CloudEvent, StepContext], Awaitable[CloudEvent | None]]
+TRANSIENT = (StoreUnavailable, OperationalError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class Outcome:
+    status: int
+    reply: CloudEvent | None = None
+    message: str = ""
+
+
+def _request_of(event: CloudEvent) -> ev.ServeRequest | None:
+    data = event.get_data()
+    if isinstance(data, dict) and isinstance(data.get("request"), dict):
+        try:
+            return ev.ServeRequest.model_validate(data["request"])
+        except ValueError:
+            return None
+    return None
+
+
+async def _fail(step: str, event: CloudEvent, ctx: StepContext, failure: StepFailure) -> CloudEvent:
+    server = ev.subject_uuid(event)
+    message = failure.reason
+    if failure.violations:
+        message = f"{failure.reason}: " + "; ".join(failure.violations)
+    try:
+        await ctx.set_status(server, ServerStatus.FAILED, status_message=message, progress=None)
+    except repo.NotFound:
+        log.warning("serve %s failed before its server record existed: %s", server, message)
+    data = ev.ServeFailed(
+        request=_request_of(event),
+        step=step,
+        reason=failure.reason,
+        violations=failure.violations,
+    )
+    return ctx.reply(step, event, ev.SERVE_FAILED, data)
+
+
+def _stored(reply: dict[str, Any] | None) -> Outcome:
+    if reply is None:
+        return Outcome(202)
+    return Outcome(200, from_dict(reply))
+
+
+async def run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepContext) -> Outcome:
+    try:
+        ev.verify_event(event, ctx.verifier)
+    except ev.EventError as exc:
+        return Outcome(400, message=str(exc))
+    except AuthError as exc:
+        return Outcome(exc.status, message=f"{exc.code}: {exc.message}")
+    async with ctx.sessions() as session:
+        seen = await repo.processed_event(session, event["source"], event["id"])
+    if seen is not None:
+        log.info("%s: %s/%s handled before; answering as then", step, event["source"], event["id"])
+        return _stored(seen.reply)
+    try:
+        reply = await handler(event, ctx)
+    except ev.EventError as exc:
+        return Outcome(400, message=str(exc))
+    except RetryLater as exc:
+        return Outcome(503, message=str(exc))
+    except TRANSIENT as exc:
+        log.warning("%s: transient failure, asking for redelivery: %s", step, exc)
+        return Outcome(503, message=f"{type(exc).__name__}: {exc}")
+    except StepFailure as failure:
+        reply = await _fail(step, event, ctx, failure)
+    except ModelNotInCatalog as exc:
+        reply = await _fail(step, event, ctx, StepFailure(str(exc)))
+    except CatalogError as exc:
+        return Outcome(503, message=f"catalog: {exc}")
+    except Exception as exc:
+        log.exception("%s failed on %s", step, event["id"])
+        reply = await _fail(step, event, ctx, StepFailure(f"internal error in {step}: {exc}"))
+    stored = to_dict(reply) if reply is not None else None
+    async with ctx.sessions.begin() as session:
+        first = await repo.mark_event_processed(
+            session, event["source"], event["id"], event["type"], event.get("subject"), stored
+        )
+        if not first:  # a concurrent delivery finished first: answer as it did
+            seen = await repo.processed_event(session, event["source"], event["id"])
+            return _stored(seen.reply if seen else stored)
+    return _stored(stored)

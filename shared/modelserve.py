@@ -1,0 +1,92 @@
+"""The ModelServe resource: one served model, written by the pipeline, read by the operator.
+
+Both sides use this model, so the manifest the apply step writes and the one the
+operator reads cannot drift apart; the CRD's OpenAPI schema (config/crd/) makes
+the Kubernetes API server refuse anything else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "modelserve.dev"
+VERSION = "v1alpha1"
+KIND = "ModelServe"
+PLURAL = "modelserves"
+API_VERSION = f"{GROUP}/{VERSION}"
+AUTH_ANNOTATION = "modelserve.dev/auth-token"
+SERVER_LABEL = "modelserve.dev/server-uuid"
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class RuntimeParams(_Camel):
+    """llama.cpp parameters of the runtime (see runtime/config.py)."""
+
+    n_ctx: int | None = Field(default=None, ge=16, le=1 << 20)
+    n_threads: int | None = Field(default=None, ge=1)
+    n_gpu_layers: int | None = Field(default=None, ge=-1)
+    n_batch: int | None = Field(default=None, ge=1)
+    chat_template: str | None = None
+    seed: int | None = Field(default=None, ge=0)
+    max_queue: int | None = Field(default=None, ge=0)
+    embeddings: bool | None = None
+
+    def as_runtime_args(self) -> dict[str, Any]:
+        """Set values keyed like the runtime's MODELSERVE_RUNTIME_* variables."""
+        return self.model_dump(exclude_none=True)
+
+
+class Resources(_Camel):
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpus: int = Field(default=0, ge=0)
+
+
+class Replicas(_Camel):
+    min: int = Field(default=0, ge=0)
+    max: int = Field(default=1, ge=1)
+
+
+class ModelServeSpec(_Camel):
+    server_uuid: uuid.UUID
+    model_name: str = Field(min_length=1)
+    model_uuid: uuid.UUID | None = None
+    storage_uri: str = Field(pattern=r"^(s3|file)://.+")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: Replicas = Field(default_factory=Replicas)
+    idle_timeout_seconds: int = Field(default=600, ge=0)
+
+
+def resource_name(server_uuid: uuid.UUID) -> str:
+    """DNS-1035 safe name: a UUID may start with a digit, a resource name may not."""
+    return f"ms-{server_uuid}"
+
+
+def manifest(spec: ModelServeSpec, namespace: str, auth_token: str | None = None) -> dict[str, Any]:
+    """The ModelServe object for ``spec`` as the Kubernetes API takes it."""
+    metadata: dict[str, Any] = {
+        "name": resource_name(spec.server_uuid),
+        "namespace": namespace,
+        "labels": {SERVER_LABEL: str(spec.server_uuid)},
+    }
+    if auth_token:
+        metadata["annotations"] = {AUTH_ANNOTATION: auth_token}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def spec_of(obj: dict[str, Any]) -> ModelServeSpec:
+    return ModelServeSpec.model_validate(obj["spec"])

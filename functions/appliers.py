@@ -10,6 +10,7 @@ import abc
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class LocalApplier(Applier):
         folder = self.root / meta["namespace"]
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{meta['name']}.json"
-        staging = folder / f".{meta['name']}.{os.getpid()}.tmp"
+        staging = folder / f".{meta['name']}.{uuid.uuid4().hex}.tmp"
         staging.write_text(json.dumps(manifest, indent=2))
         try:
             os.link(staging, final)  # atomic, and fails if the resource exists

@@ -38,10 +38,10 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     manifest = ms.manifest(spec, namespace, auth_token=ctx.token_for(event))
     resource, created = await ctx.applier.apply(manifest)
     async with ctx.sessions.begin() as session:
-        await repo.update_server(
+        await repo.advance_server(
             session,
             server,
-            status=ServerStatus.PENDING,
+            ServerStatus.PENDING,
             namespace=namespace,
             inference_service=ms.resource_name(server),
             model_uuid=model.model_uuid,

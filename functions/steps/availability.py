@@ -39,10 +39,10 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
             replicas=request.replicas,
             gateway_url=f"{str(ctx.settings.public_base_url).rstrip('/')}/{server}",
         )
-        await repo.update_server(
+        await repo.advance_server(
             session,
             server,
-            status=ServerStatus.CHECKING,
+            ServerStatus.CHECKING,
             status_message=f"looking for {request.model} in the store",
         )
         record = await repo.get_model_by_name(session, request.model)

@@ -67,6 +67,7 @@ class StepContext:
             parent=parent,
         )
 
-    async def set_status(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> None:
+    async def set_status(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> bool:
+        """Move the server forward; a late duplicate never pulls it back (False then)."""
         async with self.sessions.begin() as session:
-            await repo.update_server(session, server, status=status, **fields)
+            return await repo.advance_server(session, server, status, **fields)

@@ -72,6 +72,8 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
     request, server, name = signed.request, ev.subject_uuid(event), signed.request.model
     deadline = time.monotonic() + wait_seconds
     lease = f"mirror:{name}"
+    # Unique per attempt: two deliveries of one event must not both hold the lease.
+    holder = f"{server}/{uuid.uuid4()}"
     while True:
         record = await _mirrored(ctx, name)
         if record is not None:
@@ -88,7 +90,7 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
                 ev.ModelAvailable(request=request, model=model_ref(record)),
             )
         async with ctx.sessions.begin() as session:
-            mine = await repo.acquire_lease(session, lease, str(server), LEASE_TTL)
+            mine = await repo.acquire_lease(session, lease, holder, LEASE_TTL)
         if mine:
             break
         if time.monotonic() > deadline:
@@ -98,17 +100,21 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
         )
         await asyncio.sleep(WAIT_POLL_SECONDS)
     try:
-        record = await _mirror(ctx, event, signed, server)
+        record = await _mirror(ctx, event, signed, server, holder)
     finally:
         async with ctx.sessions.begin() as session:
-            await repo.release_lease(session, lease, str(server))
+            await repo.release_lease(session, lease, holder)
     return ctx.reply(
         STEP, event, ev.MODEL_AVAILABLE, ev.ModelAvailable(request=request, model=model_ref(record))
     )
 
 
 async def _mirror(
-    ctx: StepContext, event: CloudEvent, signed: ev.ModelUrlSigned, server: uuid.UUID
+    ctx: StepContext,
+    event: CloudEvent,
+    signed: ev.ModelUrlSigned,
+    server: uuid.UUID,
+    holder: str,
 ) -> ModelRecord:
     name = signed.request.model
     scratch = ctx.settings.resolved_work_dir / "mirror" / f"{name}.part"
@@ -116,11 +122,11 @@ async def _mirror(
     async def progress(done: int, total: int | None) -> None:
         percent = round(100.0 * done / total, 1) if total else None
         async with ctx.sessions.begin() as session:
-            await repo.acquire_lease(session, f"mirror:{name}", str(server), LEASE_TTL)
-            await repo.update_server(
+            await repo.acquire_lease(session, f"mirror:{name}", holder, LEASE_TTL)
+            await repo.advance_server(
                 session,
                 server,
-                status=ServerStatus.MIRRORING,
+                ServerStatus.MIRRORING,
                 progress=min(percent, 99.9) if percent is not None else None,
                 status_message=f"mirroring {name}: {done} of {total or '?'} bytes",
             )
@@ -135,7 +141,7 @@ async def _mirror(
             try:
                 await ctx.publish(note)
             except Exception as exc:  # progress is best effort; the mirror goes on
-                log.debug("progress event not delivered: %s", exc)
+                log.warning("progress event not delivered: %s", exc)
 
     first = SignedModel(
         signed.catalog_id,
@@ -191,10 +197,10 @@ async def _mirror(
             source=signed.catalog_id,
             gguf=gguf_facts(info),
         )
-        await repo.update_server(
+        await repo.advance_server(
             session,
             server,
-            status=ServerStatus.MIRRORING,
+            ServerStatus.MIRRORING,
             progress=100.0,
             model_uuid=record.model_uuid,
             status_message=f"mirrored {name} ({size} bytes)",

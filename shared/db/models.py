@@ -81,6 +81,18 @@ class ServerStatus(enum.StrEnum):
     DELETED = "deleted"
 
 
+# The pipeline's statuses in order: a late or duplicated event may not move a
+# server backwards (see repo.advance_server).
+PIPELINE_ORDER = (
+    ServerStatus.REQUESTED,
+    ServerStatus.CHECKING,
+    ServerStatus.MIRRORING,
+    ServerStatus.VALIDATING,
+    ServerStatus.APPLYING,
+    ServerStatus.PENDING,
+)
+
+
 class Role(enum.StrEnum):
     """User roles, strongest first: admin > operator > viewer."""
 

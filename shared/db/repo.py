@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelserve.shared.db.models import (
+    PIPELINE_ORDER,
     Lease,
     ModelRecord,
     ProcessedEvent,
@@ -182,6 +183,37 @@ async def update_server(
     if getattr(result, "rowcount", 0) == 0:
         raise NotFound(f"no server {server_uuid}")
     return await get_server(session, server_uuid, fresh=True)
+
+
+async def advance_server(
+    session: AsyncSession, server_uuid: uuid.UUID, status: ServerStatus, **fields: Any
+) -> bool:
+    """Move a server forward through the pipeline; False (and no change) when it is
+    already further along, failed, or beyond the pipeline (ready, idle, ...).
+
+    Deliveries are at least once and can arrive late, so a step must never pull
+    a server back to an earlier status. FAILED can be reached from any pipeline status.
+    """
+    status = ServerStatus(status)
+    if status is ServerStatus.FAILED:
+        earlier = list(PIPELINE_ORDER)
+    else:
+        earlier = list(PIPELINE_ORDER[: PIPELINE_ORDER.index(status) + 1])
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not server-record fields: {', '.join(sorted(unknown))}")
+    result = await session.execute(
+        update(ServerRecord)
+        .where(
+            ServerRecord.server_uuid == server_uuid,
+            ServerRecord.status.in_([s.value for s in earlier]),
+        )
+        .values(status=status.value, updated_at=utcnow(), **fields)
+    )
+    if getattr(result, "rowcount", 0) == 1:
+        return True
+    await get_server(session, server_uuid)  # NotFound when there is no such server
+    return False
 
 
 # --- users ----------------------------------------------------------------------

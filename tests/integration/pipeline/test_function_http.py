@@ -1,0 +1,96 @@
+"""A step's HTTP surface: what Knative Eventing sees (status codes, binary replies)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cloudevents.http import CloudEvent
+
+from modelserve.shared import events as ev
+from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.db.engine import make_engine
+from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.db.models import Role
+from modelserve.shared.settings import Settings, load_settings
+from support.pipeline import Functions, running_functions
+
+REQUEST = ev.ServeRequest(model="nothing-here", requested_by="alice", role="operator")
+
+
+@pytest.fixture
+def local_pipeline(tmp_path: Path) -> Iterator[tuple[Settings, Functions]]:
+    settings = load_settings(mode="local", data_dir=tmp_path, jwt_secret=secrets.token_hex(24))
+    engine = make_engine(settings.resolved_database_url)
+    asyncio.run(upgrade(engine))
+    asyncio.run(engine.dispose())
+    with running_functions(settings) as functions:
+        yield settings, functions
+
+
+def post(
+    functions: Functions, service: str, event: CloudEvent | None = None, **override: str
+) -> httpx.Response:
+    headers, body = ev.encode_binary(event) if event is not None else ({}, b"{}")
+    headers.update(override)
+    return httpx.post(functions.urls[service], headers=headers, content=body, timeout=30)
+
+
+def requested(issuer: TokenIssuer, server: uuid.UUID, token: str | None = "auto") -> CloudEvent:
+    return ev.make_event(
+        ev.SERVE_REQUESTED,
+        ev.ServeRequested(request=REQUEST),
+        source="/tests",
+        subject=server,
+        token=issuer.pipeline_token(server) if token == "auto" else token,
+    )
+
+
+def test_reply_is_a_binary_cloudevent(local_pipeline: tuple[Settings, Functions]) -> None:
+    settings, functions = local_pipeline
+    issuer = TokenIssuer.from_settings(settings)
+    server = uuid.uuid4()
+    event = requested(issuer, server)
+    response = post(functions, "modelserve-availability", event)
+    assert response.status_code == 200
+    assert response.headers["ce-type"] == ev.MODEL_MISSING
+    assert response.headers["ce-subject"] == str(server)
+    assert response.headers["ce-id"] == ev.reply_id(event, ev.MODEL_MISSING)
+    reply = ev.decode(dict(response.headers), response.content)
+    # The reply carries a fresh pipeline token, bound to the same server.
+    assert ev.verify_event(reply, TokenVerifier.from_settings(settings)).server_uuid == server
+    # The same event again gets the same answer, from the ledger.
+    again = post(functions, "modelserve-availability", event)
+    assert (again.status_code, again.headers["ce-id"]) == (200, response.headers["ce-id"])
+
+
+@pytest.mark.parametrize("case", ["missing", "other-server", "user-token", "wrong-key"])
+def test_bad_tokens_are_refused(local_pipeline: tuple[Settings, Functions], case: str) -> None:
+    settings, functions = local_pipeline
+    issuer = TokenIssuer.from_settings(settings)
+    server = uuid.uuid4()
+    token = {
+        "missing": None,
+        "other-server": issuer.pipeline_token(uuid.uuid4()),
+        "user-token": issuer.access_token("alice", Role.ADMIN),
+        "wrong-key": TokenIssuer.from_settings(
+            load_settings(jwt_secret=secrets.token_hex(24))
+        ).pipeline_token(server),
+    }[case]
+    response = post(functions, "modelserve-availability", requested(issuer, server, token))
+    assert response.status_code in (401, 403), response.text
+    assert response.text  # the reason is in the body
+
+
+def test_wrong_type_and_garbage_are_400(local_pipeline: tuple[Settings, Functions]) -> None:
+    settings, functions = local_pipeline
+    issuer = TokenIssuer.from_settings(settings)
+    wrong = post(functions, "modelserve-mirror", requested(issuer, uuid.uuid4()))
+    assert wrong.status_code == 400 and "mirror handles" in wrong.text
+    garbage = post(functions, "modelserve-availability", None, **{"content-type": "text/plain"})
+    assert garbage.status_code == 400 and "not a CloudEvent" in garbage.text

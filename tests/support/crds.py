@@ -45,3 +45,53 @@ def schema_of(path: Path, version: str | None = None) -> dict[str, Any]:
                 if version is None or v["name"] == version:
                     return dict(v["schema"]["openAPIV3Schema"])
     raise LookupError(f"no CRD schema in {path}")
+
+
+ROOT_FIELDS = {"apiVersion", "kind", "metadata"}
+
+
+def openapi_problems(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields of ``value`` its CRD schema does not name, and values of the wrong type.
+
+    Stricter than the API server: a key outside ``properties`` is reported even
+    where the schema preserves unknown fields (Knative does that at spec level).
+    """
+    where = path or "(root)"
+    if schema.get("x-kubernetes-int-or-string"):
+        ok = isinstance(value, int | str) and not isinstance(value, bool)
+        return [] if ok else [f"{where}: expected an int or a string"]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object"]
+        found: list[str] = []
+        properties = schema.get("properties")
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if not path and key in ROOT_FIELDS:  # every object has them, named or not
+                continue
+            if properties is not None:
+                if key not in properties:
+                    found.append(f"{child}: not a field of the schema")
+                else:
+                    found += openapi_problems(item, properties[key], child)
+            elif isinstance(schema.get("additionalProperties"), dict):
+                found += openapi_problems(item, schema["additionalProperties"], child)
+        return found
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{where}: expected an array"]
+        return [
+            p
+            for i, item in enumerate(value)
+            for p in openapi_problems(item, schema.get("items", {}), f"{path}[{i}]")
+        ]
+    checks = {"string": str, "boolean": bool, "number": int | float}
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return [] if ok else [f"{where}: expected an integer, got {value!r}"]
+    if kind in checks and not isinstance(value, checks[kind]):
+        return [f"{where}: expected a {kind}, got {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} is not one of {schema['enum']}"]
+    return []

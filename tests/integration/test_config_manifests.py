@@ -1,0 +1,156 @@
+"""config/ and func.yaml: every manifest names only fields that exist, and is accepted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modelserve.functions.broker import triggers
+from modelserve.functions.steps.registry import STEPS
+from modelserve.kserve.schema import problems
+from support.crds import install, openapi_problems, schema_of
+from support.kube import KubeApi
+from support.procs import MissingService
+from support.services import unavailable
+from support.toolchain import go_module
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+KUBERNETES_KINDS = {
+    "Namespace": "V1Namespace",
+    "ServiceAccount": "V1ServiceAccount",
+    "Role": "V1Role",
+    "RoleBinding": "V1RoleBinding",
+    "CustomResourceDefinition": "V1CustomResourceDefinition",
+}
+
+
+def knative(kind: str) -> Path:
+    try:
+        serving = go_module("knative.dev/serving", "KNATIVE_SERVING_VERSION")
+        eventing = go_module("knative.dev/eventing", "KNATIVE_EVENTING_VERSION")
+    except MissingService as exc:
+        unavailable(str(exc))
+    return {
+        "Service": serving / "config/core/300-resources/service.yaml",
+        "Broker": eventing / "config/core/resources/broker.yaml",
+        "Trigger": eventing / "config/core/resources/trigger.yaml",
+        "SinkBinding": eventing / "config/core/resources/sinkbindings.yaml",
+    }[kind]
+
+
+def documents() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(CONFIG.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found.append((f"{path.relative_to(CONFIG)}:{doc['metadata']['name']}", doc))
+    return found
+
+
+DOCS = documents()
+
+
+@pytest.mark.parametrize(("where", "doc"), DOCS, ids=[w for w, _ in DOCS])
+def test_manifest_names_only_fields_that_exist(where: str, doc: dict[str, Any]) -> None:
+    kind = doc["kind"]
+    if kind in KUBERNETES_KINDS:
+        assert problems(doc, KUBERNETES_KINDS[kind]) == []
+    else:
+        version = doc["apiVersion"].split("/")[1]
+        assert openapi_problems(doc, schema_of(knative(kind), version)) == []
+
+
+def test_the_walker_catches_a_misspelt_field() -> None:
+    doc = next(d for w, d in DOCS if d["kind"] == "Trigger")
+    broken = json.loads(json.dumps(doc))
+    broken["spec"]["delivery"]["retries"] = broken["spec"]["delivery"].pop("retry")
+    assert openapi_problems(broken, schema_of(knative("Trigger"), "v1")) == [
+        "spec.delivery.retries: not a field of the schema"
+    ]
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = yaml.safe_load((CONFIG / "kustomization.yaml").read_text())["resources"]
+    files = {p.relative_to(CONFIG).as_posix() for p in CONFIG.rglob("*.yaml")}
+    files.discard("kustomization.yaml")
+    assert files <= set(listed)
+    for entry in listed:
+        assert (CONFIG / entry).exists(), entry
+
+
+def test_every_step_has_one_trigger_and_one_service() -> None:
+    rules = triggers.load(
+        [CONFIG / "pipeline" / "broker.yaml", CONFIG / "pipeline" / "triggers.yaml"], "modelserve"
+    )
+    by_type = {r.attributes["type"]: r for r in rules}
+    assert len(by_type) == len(rules) == len(STEPS)
+    services = {d["metadata"]["name"]: d for _, d in DOCS if d["kind"] == "Service"}
+    for step in STEPS.values():
+        assert step.handles is not None
+        rule = by_type[step.handles]
+        assert rule.subscriber == step.service
+        assert rule.delivery.retry > 0 and rule.delivery.dead_letter == "modelserve-dead-letter"
+        template = services[step.service]["spec"]["template"]
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+        assert env["FUNCTION_TARGET"] == step.name.replace("-", "_")
+        assert template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
+    assert "modelserve-dead-letter" in services
+
+
+def test_func_yaml_is_valid_for_knative_func() -> None:
+    try:
+        func = go_module("knative.dev/func", "KNATIVE_FUNC_VERSION")
+    except MissingService as exc:
+        unavailable(str(exc))
+    schema = json.loads((func / "schema" / "func_yaml-schema.json").read_text())
+    document = yaml.safe_load((ROOT / "func.yaml").read_text())
+    jsonschema.validate(json.loads(json.dumps(document, default=str)), schema)
+    assert document["specVersion"] == "0.36.0"
+    broken = dict(document, invoke="sometimes")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(json.dumps(broken, default=str)), schema)
+
+
+@pytest.fixture(scope="module")
+def knative_api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+    for kind in ("Service", "Broker", "Trigger", "SinkBinding"):
+        install(api, knative(kind))
+    yield api
+    api.close()
+
+
+KNATIVE_DOCS = [
+    (w, d) for w, d in DOCS if d["kind"] in {"Service", "Broker", "Trigger", "SinkBinding"}
+]
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize(("where", "doc"), KNATIVE_DOCS, ids=[w for w, _ in KNATIVE_DOCS])
+def test_api_server_accepts_knative_manifest(
+    knative_api: client.ApiClient, where: str, doc: dict[str, Any]
+) -> None:
+    group, version = doc["apiVersion"].split("/")
+    plural = {
+        "Service": "services",
+        "Broker": "brokers",
+        "Trigger": "triggers",
+        "SinkBinding": "sinkbindings",
+    }[doc["kind"]]
+    try:
+        client.CustomObjectsApi(knative_api).create_namespaced_custom_object(
+            group, version, doc["metadata"]["namespace"], plural, doc, dry_run="All"
+        )
+    except ApiException as exc:
+        pytest.fail(f"{where} refused: {exc.status} {exc.body}")

@@ -126,7 +126,9 @@ async def fetch(
                 total = _total_from(response, offset) or total
                 writer = await asyncio.to_thread(dest.open, "ab")
                 try:
-                    async for chunk in response.aiter_bytes(CHUNK):
+                    # No chunk size: bytes are written as they arrive, so a dropped
+                    # connection loses nothing that was already received.
+                    async for chunk in response.aiter_bytes():
                         await asyncio.to_thread(writer.write, chunk)
                         digest.update(chunk)
                         offset += len(chunk)

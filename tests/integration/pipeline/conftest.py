@@ -84,23 +84,23 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def pipeline_settings(
     tmp: Path, db_url: str, minio: MinioServer, store_bucket: str, upstream: str, **extra: Any
 ) -> Settings:
-    return load_settings(
-        mode="local",
-        data_dir=tmp,
-        database_url=db_url,
-        jwt_secret=secrets.token_hex(24),
-        store_backend="minio",
-        minio_endpoint=minio.endpoint,
-        minio_access_key=minio.access_key,
-        minio_secret_key=minio.secret_key,
-        bucket=store_bucket,
-        catalog_backend="s3",
-        catalog_url=minio.url,
-        catalog_access_key=minio.access_key,
-        catalog_secret_key=minio.secret_key,
-        catalog_bucket=upstream,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "mode": "local",
+        "data_dir": tmp,
+        "database_url": db_url,
+        "jwt_secret": secrets.token_hex(24),
+        "store_backend": "minio",
+        "minio_endpoint": minio.endpoint,
+        "minio_access_key": minio.access_key,
+        "minio_secret_key": minio.secret_key,
+        "bucket": store_bucket,
+        "catalog_backend": "s3",
+        "catalog_url": minio.url,
+        "catalog_access_key": minio.access_key,
+        "catalog_secret_key": minio.secret_key,
+        "catalog_bucket": upstream,
+    }
+    return load_settings(**(values | extra))
 
 
 PipelineFactory = Callable[..., Awaitable[Pipeline]]

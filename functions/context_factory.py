@@ -18,6 +18,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import load_contract
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.kube import api_client
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.factory import make_store
 from modelserve.shared.store.minio_store import make_minio_client
@@ -60,16 +61,7 @@ def make_catalog(settings: Settings) -> Catalog:
 def make_applier(settings: Settings) -> Applier:
     if settings.mode == "local":
         return LocalApplier(settings.data_dir / "modelserves")
-    from kubernetes import config
-
-    if settings.kubeconfig is not None:
-        api = config.new_client_from_config(config_file=str(settings.kubeconfig))
-    else:
-        config.load_incluster_config()
-        from kubernetes import client
-
-        api = client.ApiClient()
-    return KubernetesApplier(api)
+    return KubernetesApplier(api_client(settings))
 
 
 def make_publisher(url: str | None, http: httpx.AsyncClient) -> Publish | None:

@@ -151,6 +151,29 @@ def runtime(
         raise _fail(str(exc), code=1) from None
 
 
+@app.command("operator")
+def operator_command(
+    post_events: Annotated[bool, typer.Option(help="Post Kubernetes Events.")] = True,
+) -> None:
+    """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
+
+    Settings come from MODELSERVE_* (database URL, kubeconfig or in-cluster credentials).
+    """
+    import asyncio
+
+    from modelserve.operator.run import operate
+    from modelserve.shared.settings import SettingsError, load_settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    asyncio.run(operate(settings, post_events=post_events))
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="modelserve")

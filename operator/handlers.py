@@ -1,0 +1,268 @@
+"""kopf handlers: ModelServe -> KServe InferenceService, status back to both records.
+
+Handlers are registered on an explicit registry built from their dependencies
+(no module-level globals), so tests and the CLI run the same operator with
+their own settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.kserve.inference_service import ServerSpec, build_inference_service
+from modelserve.operator.status import Observed, observe
+from modelserve.shared import modelserve as ms
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.quantity import cpu_cores, memory_bytes
+
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+MANAGED_BY = "modelserve.dev/modelserve"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OperatorDeps:
+    api: Any  # kubernetes.client.ApiClient
+    sessions: async_sessionmaker[AsyncSession]
+    public_base_url: str
+    metrics_interval: float = 30.0
+
+
+def server_spec(spec: ms.ModelServeSpec, name: str, namespace: str) -> ServerSpec:
+    return ServerSpec(
+        server_uuid=spec.server_uuid,
+        namespace=namespace,
+        model_name=spec.model_name,
+        storage_uri=spec.storage_uri,
+        cpu=spec.resources.cpu,
+        memory=spec.resources.memory,
+        gpus=spec.resources.gpus,
+        min_replicas=spec.replicas.min,
+        max_replicas=spec.replicas.max,
+        sha256=spec.sha256,
+        runtime_args=spec.runtime.as_runtime_args(),
+        labels={MANAGED_BY: name},
+    )
+
+
+async def _record(deps: OperatorDeps, server: uuid.UUID, **fields: Any) -> None:
+    """Update the server record; a ModelServe made by hand may have none."""
+    try:
+        async with deps.sessions.begin() as session:
+            await repo.update_server(session, server, **fields)
+    except repo.NotFound:
+        log.info("no server record for %s; status only on the resource", server)
+
+
+def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    registry = kopf.OperatorRegistry()
+    objects = client.CustomObjectsApi(deps.api)
+
+    def apply_isvc(isvc: dict[str, Any]) -> bool:
+        """Create, or patch to the wanted spec; True when created."""
+        namespace, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        try:
+            objects.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], isvc)
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        objects.patch_namespaced_custom_object(
+            *ISVC[:2],
+            namespace,
+            ISVC[2],
+            name,
+            {
+                "metadata": {
+                    "labels": isvc["metadata"]["labels"],
+                    "ownerReferences": isvc["metadata"]["ownerReferences"],
+                },
+                "spec": isvc["spec"],
+            },
+        )
+        return False
+
+    @kopf.on.resume(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
+    @kopf.on.create(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
+    @kopf.on.update(ms.GROUP, ms.VERSION, ms.PLURAL, field="spec", registry=registry)
+    async def reconcile(
+        *, body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, **_: Any
+    ) -> None:
+        assert namespace is not None  # ModelServe is namespaced
+        spec = ms.spec_of(dict(body))
+        isvc = build_inference_service(server_spec(spec, name, namespace))
+        kopf.adopt(isvc, owner=body)
+        try:
+            created = await asyncio.to_thread(apply_isvc, isvc)
+        except ApiException as exc:
+            raise kopf.TemporaryError(
+                f"InferenceService not applied: {exc.status} {exc.reason}", delay=10
+            ) from None
+        isvc_name = isvc["metadata"]["name"]
+        if (body.get("status") or {}).get("phase") != "Ready":
+            patch.status["phase"] = "Pending"
+            patch.status["message"] = f"InferenceService {isvc_name} applied"
+        patch.status["observedGeneration"] = body.metadata.get("generation")
+        patch.status["gatewayUrl"] = f"{deps.public_base_url.rstrip('/')}/{spec.server_uuid}"
+        await _record(
+            deps,
+            spec.server_uuid,
+            status=ServerStatus.LOADING,
+            namespace=namespace,
+            inference_service=isvc_name,
+            status_message=f"InferenceService {isvc_name} {'created' if created else 'up to date'}",
+        )
+        log.info(
+            "%s/%s: InferenceService %s %s",
+            namespace,
+            name,
+            isvc_name,
+            "created" if created else "up to date",
+        )
+
+    @kopf.on.event(*ISVC, labels={MANAGED_BY: kopf.PRESENT}, registry=registry)
+    async def inference_service_changed(
+        *, type: str, body: kopf.Body, namespace: str | None, **_: Any
+    ) -> None:
+        if type == "DELETED" or type is None or namespace is None:
+            return
+        owner = body.metadata.labels.get(MANAGED_BY)
+        server = body.metadata.labels.get(ms.SERVER_LABEL)
+        if not owner or not server:
+            return
+        seen = observe(dict(body.get("status") or {}))
+        await asyncio.to_thread(_patch_owner_status, objects, namespace, owner, seen)
+        fields: dict[str, Any] = {
+            "status": seen.server_status,
+            "status_message": seen.message,
+            "internal_url": seen.url,
+            "service_name": seen.revision,
+        }
+        if seen.phase == "Ready":
+            async with deps.sessions() as session:
+                try:
+                    record = await repo.get_server(session, uuid.UUID(server))
+                except repo.NotFound:
+                    record = None
+            if record is not None and record.started_at is None:
+                fields["started_at"] = dt.datetime.now(dt.UTC)
+        await _record(deps, uuid.UUID(server), **fields)
+
+    @kopf.on.delete(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
+    async def deleted(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        assert namespace is not None
+        spec = ms.spec_of(dict(body))
+        isvc_name = ms.resource_name(spec.server_uuid)
+        await _record(
+            deps,
+            spec.server_uuid,
+            status=ServerStatus.DELETING,
+            status_message="deleting the InferenceService",
+        )
+        try:
+            group, version, plural = ISVC
+            await asyncio.to_thread(
+                objects.delete_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                isvc_name,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise kopf.TemporaryError(
+                    f"InferenceService not deleted: {exc.status}", delay=5
+                ) from None
+        await _record(
+            deps,
+            spec.server_uuid,
+            status=ServerStatus.DELETED,
+            status_message=f"ModelServe {namespace}/{name} deleted",
+            internal_url=None,
+        )
+
+    @kopf.timer(ms.GROUP, ms.VERSION, ms.PLURAL, interval=deps.metrics_interval, registry=registry)
+    async def usage(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        """Memory and CPU from metrics.k8s.io when the cluster has it; unset otherwise."""
+        if namespace is None:
+            return
+        spec = ms.spec_of(dict(body))
+        sample = await asyncio.to_thread(
+            _pod_usage, deps.api, namespace, ms.resource_name(spec.server_uuid)
+        )
+        if sample is None:
+            return
+        cores, memory = sample
+        async with deps.sessions() as session:
+            try:
+                record = await repo.get_server(session, spec.server_uuid)
+            except repo.NotFound:
+                return
+        mb = memory / 2**20
+        await _record(
+            deps,
+            spec.server_uuid,
+            memory_current_mb=mb,
+            memory_max_mb=max(mb, record.memory_max_mb or 0.0),
+            cpu_usage_percent=cores * 100,
+        )
+
+    return registry
+
+
+def _patch_owner_status(objects: Any, namespace: str, owner: str, seen: Observed) -> None:
+    from kubernetes.client.rest import ApiException
+
+    status: dict[str, Any] = {"phase": seen.phase, "conditions": seen.conditions}
+    for key, value in (
+        ("url", seen.url),
+        ("message", seen.message),
+        ("predictorRevision", seen.revision),
+    ):
+        if value:
+            status[key] = value
+    try:
+        objects.patch_namespaced_custom_object_status(
+            ms.GROUP, ms.VERSION, namespace, ms.PLURAL, owner, {"status": status}
+        )
+    except ApiException as exc:
+        if exc.status != 404:  # the owner is being deleted
+            raise
+
+
+def _pod_usage(api: Any, namespace: str, isvc: str) -> tuple[float, int] | None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        result = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "metrics.k8s.io",
+            "v1beta1",
+            namespace,
+            "pods",
+            label_selector=f"serving.kserve.io/inferenceservice={isvc}",
+        )
+    except ApiException as exc:
+        if exc.status in (403, 404, 503):  # no metrics API in this cluster
+            return None
+        raise
+    cores, memory = 0.0, 0
+    for pod in result.get("items", []):
+        for container in pod.get("containers", []):
+            usage = container.get("usage", {})
+            cores += cpu_cores(usage.get("cpu", "0"))
+            memory += memory_bytes(usage.get("memory", "0"))
+    return (cores, memory) if result.get("items") else None

@@ -1,0 +1,64 @@
+"""Run the operator: kopf with our registry, settings and credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from modelserve.operator.handlers import OperatorDeps, build_registry
+from modelserve.operator.login import connection_from_kubeconfig
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.kube import api_client
+from modelserve.shared.settings import Settings
+
+
+def kopf_settings(*, post_events: bool = True) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = post_events  # the CRD-only test API server has no Events
+    settings.watching.server_timeout = 60
+    settings.persistence.finalizer = "modelserve.dev/operator"
+    settings.execution.max_workers = 8
+    return settings
+
+
+async def operate(
+    settings: Settings,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    post_events: bool = True,
+    metrics_interval: float = 30.0,
+) -> None:
+    """Run until ``stop_flag`` is set (or the process is signalled)."""
+    engine = make_engine(settings.resolved_database_url)
+    deps = OperatorDeps(
+        api=api_client(settings),
+        sessions=make_sessionmaker(engine),
+        public_base_url=str(settings.public_base_url),
+        metrics_interval=metrics_interval,
+    )
+    registry = build_registry(deps)
+    kubeconfig = settings.kubeconfig
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo | None:
+        if kubeconfig is not None:
+            return connection_from_kubeconfig(Path(kubeconfig))
+        return kopf.login_with_service_account(**_)
+
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings(post_events=post_events),
+            clusterwide=True,
+            standalone=True,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        deps.api.close()
+        await engine.dispose()

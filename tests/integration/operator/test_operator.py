@@ -1,0 +1,251 @@
+"""The kopf operator against the real API server: ModelServe -> InferenceService -> status.
+
+The test plays KServe's controller by writing the InferenceService's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.operator.run import operate
+from modelserve.shared import modelserve as ms
+from modelserve.shared.db import repo
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.settings import Settings, load_settings
+from support.crds import install
+from support.databases import create_postgres_database, drop_postgres_database
+from support.kopf_discovery import group_discovery
+from support.kube import KubeApi
+from support.postgres import PostgresServer
+from support.procs import MissingService
+from support.services import unavailable
+from support.toolchain import ROOT, go_module
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres]
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+@pytest.fixture(scope="module")
+def api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
+    try:
+        kserve = go_module("github.com/kserve/kserve", "KSERVE_VERSION")
+    except MissingService as exc:
+        unavailable(str(exc))
+    api_client = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+    install(api_client, ROOT / "config" / "crd" / "modelserve.yaml")
+    install(
+        api_client, kserve / "config" / "crd" / "full" / "serving.kserve.io_inferenceservices.yaml"
+    )
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture
+async def env(
+    api: client.ApiClient, kube_api: KubeApi, postgres_server: PostgresServer
+) -> AsyncIterator[tuple[Settings, async_sessionmaker[AsyncSession]]]:
+    url = await create_postgres_database(postgres_server)
+    engine = make_engine(url)
+    await upgrade(engine)
+    settings = load_settings(
+        mode="kubernetes",
+        database_url=url,
+        kubeconfig=kube_api.kubeconfig,
+        jwt_secret=secrets.token_hex(24),
+        public_base_url="https://models.example.test",
+    )
+    yield settings, make_sessionmaker(engine)
+    await engine.dispose()
+    await drop_postgres_database(postgres_server, url)
+
+
+@contextmanager
+def running_operator(settings: Settings) -> Iterator[None]:
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(
+            operate(
+                settings, stop_flag=stop, ready_flag=ready, post_events=False, metrics_interval=1
+            )
+        ),
+        daemon=True,
+    )
+    with group_discovery():
+        thread.start()
+        assert ready.wait(30), "the operator did not start"
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(30)
+            assert not thread.is_alive(), "the operator did not stop"
+
+
+async def eventually(check: Callable[[], Any], within: float = 30) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within}s: {check.__name__}")
+        await asyncio.sleep(0.2)
+
+
+def modelserve_manifest(namespace: str) -> tuple[ms.ModelServeSpec, dict[str, Any]]:
+    spec = ms.ModelServeSpec(
+        server_uuid=uuid.uuid4(),
+        model_name="demo",
+        model_uuid=uuid.uuid4(),
+        storage_uri="s3://models/demo/demo.gguf",
+        sha256="b" * 64,
+        runtime=ms.RuntimeParams(n_ctx=1024),
+        resources=ms.Resources(cpu="2", memory="3Gi"),
+        replicas=ms.Replicas(min=0, max=2),
+    )
+    return spec, ms.manifest(spec, namespace)
+
+
+def isvcs(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *ISVC[:2], namespace, ISVC[2]
+    )["items"]
+    return list(items)
+
+
+async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    settings, sessions = env
+    namespace = f"ops-{secrets.token_hex(3)}"
+    spec, manifest = modelserve_manifest(namespace)
+    async with sessions.begin() as session:
+        await repo.get_or_create_server(session, server_uuid=spec.server_uuid, model_name="demo")
+    objects = client.CustomObjectsApi(api)
+    with running_operator(settings):
+        created = objects.create_namespaced_custom_object(
+            ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
+        )
+        (isvc,) = await eventually(lambda: isvcs(api, namespace))
+        assert isvc["metadata"]["name"] == ms.resource_name(spec.server_uuid)
+        (owner,) = isvc["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == (
+            "ModelServe",
+            created["metadata"]["name"],
+            created["metadata"]["uid"],
+        )
+        assert owner["controller"] is True
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["runtime"] == "modelserve-llamacpp"
+        assert model["modelFormat"]["name"] == "gguf"
+        assert model["storageUri"] == "s3://models/demo/demo.gguf"
+        assert model["resources"]["limits"] == {"cpu": "2", "memory": "3Gi"}
+        assert (
+            isvc["spec"]["predictor"]["minReplicas"],
+            isvc["spec"]["predictor"]["maxReplicas"],
+        ) == (0, 2)
+        env_vars = {e["name"]: e["value"] for e in model["env"]}
+        assert env_vars["MODELSERVE_RUNTIME_N_CTX"] == "1024"
+
+        async def record_status() -> str:
+            async with sessions() as session:
+                return (await repo.get_server(session, spec.server_uuid)).status
+
+        deadline = time.monotonic() + 20
+        while await record_status() != "loading":
+            assert time.monotonic() < deadline, "record never reached loading"
+            await asyncio.sleep(0.2)
+
+        # KServe's controller reports the service ready.
+        url = f"http://{isvc['metadata']['name']}.{namespace}.example.com"
+        objects.patch_namespaced_custom_object_status(
+            *ISVC[:2],
+            namespace,
+            ISVC[2],
+            isvc["metadata"]["name"],
+            {
+                "status": {
+                    "url": url,
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "lastTransitionTime": "2026-11-22T00:00:00Z",
+                        }
+                    ],
+                    "components": {"predictor": {"latestReadyRevision": "ms-x-predictor-00001"}},
+                }
+            },
+        )
+
+        def ready() -> dict[str, Any] | None:
+            obj = objects.get_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, created["metadata"]["name"]
+            )
+            status = obj.get("status") or {}
+            return obj if status.get("phase") == "Ready" else None
+
+        status = (await eventually(ready))["status"]
+        assert status["url"] == url
+        assert status["predictorRevision"] == "ms-x-predictor-00001"
+        assert status["gatewayUrl"] == f"https://models.example.test/{spec.server_uuid}"
+        deadline = time.monotonic() + 20
+        while await record_status() != "ready":
+            assert time.monotonic() < deadline, "record never reached ready"
+            await asyncio.sleep(0.2)
+        async with sessions() as session:
+            record = await repo.get_server(session, spec.server_uuid)
+        assert record.internal_url == url and record.started_at is not None
+        assert record.inference_service == isvc["metadata"]["name"]
+
+        # Deleting the ModelServe deletes the InferenceService and says so.
+        objects.delete_namespaced_custom_object(
+            ms.GROUP, ms.VERSION, namespace, ms.PLURAL, created["metadata"]["name"]
+        )
+        await eventually(lambda: not isvcs(api, namespace))
+
+        def gone() -> bool:
+            try:
+                objects.get_namespaced_custom_object(
+                    ms.GROUP, ms.VERSION, namespace, ms.PLURAL, created["metadata"]["name"]
+                )
+            except ApiException as exc:
+                return bool(exc.status == 404)
+            return False
+
+        await eventually(gone)
+        deadline = time.monotonic() + 20
+        while await record_status() != "deleted":
+            assert time.monotonic() < deadline, "record never reached deleted"
+            await asyncio.sleep(0.2)
+
+
+async def test_operator_restarts_converge_without_a_second_inference_service(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    settings, _ = env
+    namespace = f"ops-{secrets.token_hex(3)}"
+    _, manifest = modelserve_manifest(namespace)
+    objects = client.CustomObjectsApi(api)
+    # Created while no operator runs: the first operator picks it up at start.
+    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
+    with running_operator(settings):
+        (first,) = await eventually(lambda: isvcs(api, namespace))
+    with running_operator(settings):  # killed and restarted: resumes, changes nothing
+        await asyncio.sleep(2)
+        (again,) = isvcs(api, namespace)
+    assert again["metadata"]["uid"] == first["metadata"]["uid"]
+    assert again["spec"] == first["spec"]

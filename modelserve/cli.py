@@ -154,6 +154,11 @@ def runtime(
 @app.command("operator")
 def operator_command(
     post_events: Annotated[bool, typer.Option(help="Post Kubernetes Events.")] = True,
+    webhook_port: Annotated[
+        int | None, typer.Option(help="Serve the admission webhooks (HTTPS) on this port.")
+    ] = None,
+    webhook_cert: Annotated[Path | None, typer.Option(help="Webhook TLS certificate.")] = None,
+    webhook_key: Annotated[Path | None, typer.Option(help="Webhook TLS private key.")] = None,
 ) -> None:
     """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
 
@@ -171,7 +176,19 @@ def operator_command(
         settings = load_settings()
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    asyncio.run(operate(settings, post_events=post_events))
+    webhook = None
+    if webhook_port is not None:
+        import kopf
+
+        if webhook_cert is None or webhook_key is None:
+            raise _fail("--webhook-port needs --webhook-cert and --webhook-key")
+        webhook = kopf.WebhookServer(
+            addr="0.0.0.0",  # noqa: S104 - the API server calls it from outside the pod
+            port=webhook_port,
+            certfile=str(webhook_cert),
+            pkeyfile=str(webhook_key),
+        )
+    asyncio.run(operate(settings, post_events=post_events, webhook=webhook))
 
 
 def main() -> None:

@@ -9,15 +9,24 @@ from typing import Any
 
 import kopf
 
+from modelserve.operator.admission import AdmissionDeps, register_admission
 from modelserve.operator.handlers import OperatorDeps, build_registry
 from modelserve.operator.login import connection_from_kubeconfig
+from modelserve.shared.auth.tokens import TokenVerifier
+from modelserve.shared.contract import load_contract
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.kube import api_client
 from modelserve.shared.settings import Settings
 
 
-def kopf_settings(*, post_events: bool = True) -> kopf.OperatorSettings:
+def kopf_settings(
+    *, post_events: bool = True, webhook: kopf.WebhookServer | None = None
+) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    if webhook is not None:
+        # The webhook configurations themselves ship in config/operator/ (cert-manager
+        # provides the serving certificate), so kopf does not manage them.
+        settings.admission.server = webhook
     settings.posting.enabled = post_events  # the CRD-only test API server has no Events
     settings.watching.server_timeout = 60
     settings.persistence.finalizer = "modelserve.dev/operator"
@@ -32,6 +41,7 @@ async def operate(
     ready_flag: asyncio.Event | threading.Event | None = None,
     post_events: bool = True,
     metrics_interval: float = 30.0,
+    webhook: kopf.WebhookServer | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or the process is signalled)."""
     engine = make_engine(settings.resolved_database_url)
@@ -42,6 +52,15 @@ async def operate(
         metrics_interval=metrics_interval,
     )
     registry = build_registry(deps)
+    if webhook is not None:
+        register_admission(
+            registry,
+            AdmissionDeps(
+                verifier=TokenVerifier.from_settings(settings),
+                contract=load_contract(settings.contract_file),
+                sessions=deps.sessions,
+            ),
+        )
     kubeconfig = settings.kubeconfig
 
     @kopf.on.login(registry=registry)
@@ -53,7 +72,7 @@ async def operate(
     try:
         await kopf.operator(
             registry=registry,
-            settings=kopf_settings(post_events=post_events),
+            settings=kopf_settings(post_events=post_events, webhook=webhook),
             clusterwide=True,
             standalone=True,
             stop_flag=stop_flag,

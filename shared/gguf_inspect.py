@@ -8,6 +8,7 @@ counts gets a precise error instead of a numpy exception or a very long loop.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,18 @@ def inspect_gguf(path: Path | str) -> GGUFInfo:
         tensor_data_bytes=sum(int(t.n_bytes) for t in reader.tensors),
         has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
     )
+
+
+def facts_of(info: GGUFInfo) -> dict[str, Any]:
+    """The header facts as JSON-ready data (stored on model records)."""
+    facts = dataclasses.asdict(info)
+    facts.pop("path")
+    return facts
+
+
+def info_from_facts(path: Path | str, facts: dict[str, Any]) -> GGUFInfo:
+    """Rebuild the header facts stored by :func:`facts_of`, without the file."""
+    return GGUFInfo(path=Path(path), **facts)
 
 
 def estimate_memory(

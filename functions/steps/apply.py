@@ -10,7 +10,7 @@ from modelserve.functions.steps.context import StepContext
 from modelserve.shared import events as ev
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.db.models import Role, ServerStatus
 
 STEP = "apply"
 
@@ -35,7 +35,7 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
             min=request.replicas, max=request.max_replicas or max(request.replicas, 1)
         ),
     )
-    manifest = ms.manifest(spec, namespace, auth_token=ctx.token_for(event))
+    manifest = ms.manifest(spec, namespace, auth_token=ctx.token_for(event, Role(request.role)))
     resource, created = await ctx.applier.apply(manifest)
     async with ctx.sessions.begin() as session:
         await repo.advance_server(

@@ -17,7 +17,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import ResourceContract
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.db.models import Role, ServerStatus
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.base import ObjectStore
 
@@ -50,10 +50,13 @@ class StepContext:
     http: httpx.AsyncClient
     publish: Publish | None = None
 
-    def token_for(self, event: CloudEvent) -> str | None:
-        """A fresh pipeline token for the next event, or the incoming one if we can't sign."""
+    def token_for(self, event: CloudEvent, role: Role | None = None) -> str | None:
+        """A fresh pipeline token for the next event, or the incoming one if we can't sign.
+
+        ``role`` (the requester's) lets the admission webhook apply that role's limits.
+        """
         if self.issuer is not None:
-            return self.issuer.pipeline_token(ev.subject_uuid(event))
+            return self.issuer.pipeline_token(ev.subject_uuid(event), role=role)
         token = event.get(ev.TOKEN_ATTRIBUTE)
         return str(token) if token else None
 

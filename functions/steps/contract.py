@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cloudevents.http import CloudEvent
 from pydantic import ValidationError
 
@@ -12,7 +10,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.contract import ResourceRequest, check, enforce
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role, ServerStatus
-from modelserve.shared.gguf_inspect import GGUFInfo
+from modelserve.shared.gguf_inspect import info_from_facts
 from modelserve.shared.modelserve import RuntimeParams
 
 STEP = "contract"
@@ -36,7 +34,7 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
         record = await repo.get_model(session, available.model.model_uuid)
     if not record.gguf:
         raise StepFailure(f"model {record.model_name} has no recorded GGUF facts")
-    model = GGUFInfo(path=Path(record.object_path), **record.gguf)
+    model = info_from_facts(record.object_path, record.gguf)
     try:
         wanted = ResourceRequest.model_validate(
             {

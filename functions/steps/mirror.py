@@ -10,14 +10,12 @@ record to appear instead of downloading again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from cloudevents.http import CloudEvent
 
@@ -28,7 +26,7 @@ from modelserve.functions.steps.context import RetryLater, StepContext, StepFail
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import ModelRecord, ServerStatus
-from modelserve.shared.gguf_inspect import GGUFError, GGUFInfo, inspect_gguf
+from modelserve.shared.gguf_inspect import GGUFError, facts_of, inspect_gguf
 from modelserve.shared.store.base import CHUNK_SIZE, ObjectIntegrityError
 
 STEP = "mirror"
@@ -45,12 +43,6 @@ def model_uuid(name: str) -> uuid.UUID:
 
 def object_key(name: str) -> str:
     return f"{name}/{name}.gguf"
-
-
-def gguf_facts(info: GGUFInfo) -> dict[str, Any]:
-    facts = dataclasses.asdict(info)
-    facts.pop("path")
-    return facts
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -195,7 +187,7 @@ async def _mirror(
             parameter_count=info.parameter_count,
             context_length=info.context_length,
             source=signed.catalog_id,
-            gguf=gguf_facts(info),
+            gguf=facts_of(info),
         )
         await repo.advance_server(
             session,

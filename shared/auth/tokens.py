@@ -140,13 +140,15 @@ class TokenIssuer:
             role=Role(role).value,
         )
 
-    def pipeline_token(self, server_uuid: uuid.UUID, subject: str = "pipeline") -> str:
+    def pipeline_token(
+        self, server_uuid: uuid.UUID, subject: str = "pipeline", role: Role | None = None
+    ) -> str:
+        """An internal token for one server's pipeline; ``role`` is the requester's."""
+        extra: dict[str, Any] = {"sid": str(server_uuid)}
+        if role is not None:
+            extra["role"] = Role(role).value
         return self._sign(
-            subject,
-            PIPELINE_AUDIENCE,
-            TokenKind.PIPELINE,
-            self._pipeline_ttl,
-            sid=str(server_uuid),
+            subject, PIPELINE_AUDIENCE, TokenKind.PIPELINE, self._pipeline_ttl, **extra
         )
 
     def server_token(
@@ -172,6 +174,11 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway
         self._jwks = jwt.PyJWKClient(keys.jwks_url) if keys.jwks_url else None
+
+    @property
+    def audience(self) -> str:
+        """The audience of user access tokens."""
+        return self._audience
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:

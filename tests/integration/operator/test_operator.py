@@ -7,50 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelserve.operator.run import operate
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.settings import Settings, load_settings
-from support.crds import install
 from support.databases import create_postgres_database, drop_postgres_database
-from support.kopf_discovery import group_discovery
 from support.kube import KubeApi
+from support.operator_harness import running_operator
 from support.postgres import PostgresServer
-from support.procs import MissingService
-from support.services import unavailable
-from support.toolchain import ROOT, go_module
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
-
-
-@pytest.fixture(scope="module")
-def api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    try:
-        kserve = go_module("github.com/kserve/kserve", "KSERVE_VERSION")
-    except MissingService as exc:
-        unavailable(str(exc))
-    api_client = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
-    install(api_client, ROOT / "config" / "crd" / "modelserve.yaml")
-    install(
-        api_client, kserve / "config" / "crd" / "full" / "serving.kserve.io_inferenceservices.yaml"
-    )
-    yield api_client
-    api_client.close()
 
 
 @pytest.fixture
@@ -70,28 +48,6 @@ async def env(
     yield settings, make_sessionmaker(engine)
     await engine.dispose()
     await drop_postgres_database(postgres_server, url)
-
-
-@contextmanager
-def running_operator(settings: Settings) -> Iterator[None]:
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(
-            operate(
-                settings, stop_flag=stop, ready_flag=ready, post_events=False, metrics_interval=1
-            )
-        ),
-        daemon=True,
-    )
-    with group_discovery():
-        thread.start()
-        assert ready.wait(30), "the operator did not start"
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(30)
-            assert not thread.is_alive(), "the operator did not stop"
 
 
 async def eventually(check: Callable[[], Any], within: float = 30) -> Any:

@@ -1,0 +1,366 @@
+"""The local backend: ModelServes as runtime processes on one machine.
+
+It reads the ModelServe documents the pipeline's local applier writes
+(``<data_dir>/modelserves/<namespace>/<name>.json``) and keeps one
+``modelserve runtime`` process per server:
+
+- start, then wait for KServe's readiness endpoint (bounded);
+- restart a crashed process with exponential backoff, and give up (failed, with
+  the process's last output) after too many crashes in a row;
+- stop a server nobody used for its idle timeout (scale to zero: "idle") and
+  start it again when the gateway asks for it (``ensure_running``);
+- copy memory and CPU of the process into the server record;
+- stop the process when its ModelServe is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.shared import modelserve as ms
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ServerStatus
+
+log = logging.getLogger(__name__)
+
+
+class ServerUnavailable(RuntimeError):
+    """The server could not be brought up (or is not known); the message says why."""
+
+
+def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A runtime in its own process group (so stopping it stops its children too)."""
+    with log_path.open("ab") as output:
+        return subprocess.Popen(
+            argv,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Supervised:
+    spec: ms.ModelServeSpec
+    path: Path
+    process: subprocess.Popen[bytes] | None = None
+    port: int | None = None
+    log_path: Path | None = None
+    ready: bool = False
+    stopping: bool = False
+    idle: bool = False
+    failed: str | None = None
+    crashes: int = 0
+    next_start: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+    memory_max_mb: float = 0.0
+    starting: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}" if self.port else None
+
+
+@dataclass
+class LocalBackend:
+    root: Path
+    sessions: async_sessionmaker[AsyncSession]
+    log_dir: Path
+    runtime_command: list[str] = field(
+        default_factory=lambda: [sys.executable, "-m", "modelserve", "runtime"]
+    )
+    startup_timeout: float = 120.0
+    tick: float = 0.5
+    max_crashes: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    env: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    servers: dict[uuid.UUID, Supervised] = field(default_factory=dict)
+
+    # --- the desired state ----------------------------------------------------------
+
+    def _desired(self) -> dict[uuid.UUID, tuple[ms.ModelServeSpec, Path]]:
+        found: dict[uuid.UUID, tuple[ms.ModelServeSpec, Path]] = {}
+        for path in sorted(self.root.glob("*/*.json")):
+            try:
+                spec = ms.spec_of(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable ModelServe %s: %s", path, exc)
+                continue
+            found[spec.server_uuid] = (spec, path)
+        return found
+
+    async def _record(self, server: uuid.UUID, **fields: Any) -> None:
+        try:
+            async with self.sessions.begin() as session:
+                await repo.update_server(session, server, **fields)
+        except repo.NotFound:
+            pass
+
+    # --- processes ---------------------------------------------------------------------
+
+    def _argv(self, item: Supervised) -> list[str]:
+        spec = item.spec
+        model = (
+            spec.storage_uri.removeprefix("file://")
+            if spec.storage_uri.startswith("file://")
+            else spec.storage_uri
+        )
+        argv = [
+            *self.runtime_command,
+            "--model",
+            model,
+            "--model-name",
+            spec.model_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(item.port),
+        ]
+        if spec.sha256:
+            argv += ["--sha256", spec.sha256]
+        for key, value in spec.runtime.as_runtime_args().items():
+            flag = f"--{key.replace('_', '-')}"
+            if isinstance(value, bool):
+                argv += [flag] if value else []
+            else:
+                argv += [flag, str(value)]
+        return argv
+
+    async def _start(self, item: Supervised) -> None:
+        item.port = _free_port()
+        item.log_path = self.log_dir / f"{item.spec.server_uuid}.log"
+        item.log_path.parent.mkdir(parents=True, exist_ok=True)
+        item.ready, item.idle, item.stopping, item.failed = False, False, False, None
+        await self._record(
+            item.spec.server_uuid,
+            status=ServerStatus.LOADING,
+            status_message="starting the runtime",
+            internal_url=item.url,
+        )
+        item.process = await asyncio.to_thread(
+            _spawn, self._argv(item), item.log_path, {**os.environ, **self.env}
+        )
+        item.last_used = self.clock()
+        deadline = self.clock() + self.startup_timeout
+        async with httpx.AsyncClient(timeout=2) as http:
+            while self.clock() < deadline:
+                if item.process.poll() is not None:
+                    await self._crashed(item)
+                    return
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{item.url}/v2/health/ready")).status_code == 200:
+                        item.ready, item.crashes = True, 0
+                        await self._ready(item)
+                        return
+                await asyncio.sleep(0.2)
+        await self._stop(item)
+        await self._give_up(item, f"not ready within {self.startup_timeout:.0f}s")
+
+    async def _ready(self, item: Supervised) -> None:
+        assert item.process is not None
+        async with self.sessions() as session:
+            try:
+                record = await repo.get_server(session, item.spec.server_uuid)
+                started = record.started_at
+            except repo.NotFound:
+                started = None
+        await self._record(
+            item.spec.server_uuid,
+            status=ServerStatus.READY,
+            status_message="ready",
+            internal_url=item.url,
+            pod_names=[f"pid-{item.process.pid}"],
+            service_name=f"runtime-{item.spec.server_uuid}",
+            started_at=started or dt.datetime.now(dt.UTC),
+        )
+
+    def _tail(self, item: Supervised, lines: int = 8) -> str:
+        if item.log_path is None or not item.log_path.exists():
+            return ""
+        text = item.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    async def _crashed(self, item: Supervised) -> None:
+        code = item.process.returncode if item.process else None
+        item.process, item.ready = None, False
+        item.crashes += 1
+        if item.crashes >= self.max_crashes:
+            await self._give_up(
+                item,
+                f"the runtime exited {item.crashes} times (last exit {code}): {self._tail(item)}",
+            )
+            return
+        delay = min(self.backoff * 2 ** (item.crashes - 1), self.max_backoff)
+        item.next_start = self.clock() + delay
+        await self._record(
+            item.spec.server_uuid,
+            status=ServerStatus.LOADING,
+            status_message=f"the runtime exited ({code}); restarting in "
+            f"{delay:.0f}s: {self._tail(item, 3)}",
+        )
+
+    async def _give_up(self, item: Supervised, reason: str) -> None:
+        item.failed = reason
+        await self._record(
+            item.spec.server_uuid,
+            status=ServerStatus.FAILED,
+            status_message=reason,
+            internal_url=None,
+        )
+
+    async def _stop(self, item: Supervised) -> None:
+        process = item.process
+        item.stopping, item.ready = True, False
+        if process is None or process.poll() is not None:
+            item.process = None
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        for _ in range(100):
+            if process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+        item.process = None
+
+    def _usage(self, item: Supervised) -> tuple[float, float] | None:
+        if item.process is None:
+            return None
+        try:
+            proc = psutil.Process(item.process.pid)
+            family = [proc, *proc.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in family)
+            cpu = sum(p.cpu_percent(interval=None) for p in family)
+        except psutil.Error:
+            return None
+        return rss / 2**20, cpu
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _begin(self, item: Supervised) -> None:
+        if item.starting is None or item.starting.done():
+            item.starting = asyncio.create_task(self._start(item))
+
+    async def reconcile(self) -> None:
+        """One pass: start new servers, restart crashed ones, stop idle and deleted ones."""
+        desired = self._desired()
+        for server, (spec, path) in desired.items():
+            item = self.servers.get(server)
+            if item is None:
+                item = self.servers[server] = Supervised(spec, path)
+                self._begin(item)
+                continue
+            if item.failed or item.idle or (item.starting and not item.starting.done()):
+                continue
+            if item.process is None and self.clock() >= item.next_start:
+                self._begin(item)
+            elif item.process is not None and item.process.poll() is not None:
+                await self._crashed(item)
+            elif item.ready and self.clock() - item.last_used > spec.idle_timeout_seconds:
+                await self._stop(item)
+                item.idle = True
+                await self._record(
+                    server,
+                    status=ServerStatus.IDLE,
+                    internal_url=None,
+                    status_message="stopped after being idle; starts on demand",
+                )
+            elif item.ready:
+                usage = self._usage(item)
+                if usage is not None:
+                    memory, cpu = usage
+                    item.memory_max_mb = max(item.memory_max_mb, memory)
+                    await self._record(
+                        server,
+                        memory_current_mb=round(memory, 1),
+                        memory_max_mb=round(item.memory_max_mb, 1),
+                        cpu_usage_percent=round(cpu, 1),
+                    )
+        for server in set(self.servers) - set(desired):
+            item = self.servers.pop(server)
+            if item.starting is not None:
+                item.starting.cancel()
+                await asyncio.gather(item.starting, return_exceptions=True)
+            await self._stop(item)
+            await self._record(
+                server,
+                status=ServerStatus.DELETED,
+                internal_url=None,
+                status_message="ModelServe deleted",
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await self.reconcile()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.tick)
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for item in self.servers.values():
+            if item.starting is not None:
+                item.starting.cancel()
+            await self._stop(item)
+
+    # --- for the gateway ---------------------------------------------------------------------
+
+    def touch(self, server: uuid.UUID) -> None:
+        item = self.servers.get(server)
+        if item is not None:
+            item.last_used = self.clock()
+
+    async def ensure_running(self, server: uuid.UUID, wait_seconds: float = 120.0) -> str:
+        """The server's URL, starting it first when it is idle (bounded wait)."""
+        item = self.servers.get(server)
+        if item is None:
+            raise ServerUnavailable(f"no server {server}")
+        if item.failed:
+            raise ServerUnavailable(f"server {server} failed: {item.failed}")
+        item.last_used = self.clock()
+        if item.ready and item.url:
+            return item.url
+        if item.process is None or item.idle:
+            item.idle = False
+            self._begin(item)
+        deadline = self.clock() + wait_seconds
+        while self.clock() < deadline:
+            if item.ready and item.url:
+                return item.url
+            if item.failed:
+                raise ServerUnavailable(f"server {server} failed: {item.failed}")
+            await asyncio.sleep(0.1)
+        raise ServerUnavailable(f"server {server} did not become ready within {wait_seconds:.0f}s")

@@ -14,11 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.databases import create_postgres_database, drop_postgres_database, sqlite_url
 from support.kube import KubeApi, start_kube_api
 from support.minio_server import MinioServer, start_minio
 from support.postgres import PostgresServer, start_postgres
 from support.services import start_or_skip
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated tiny llama GGUF (about 0.5 MB) that most tests serve or inspect."""
+    return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "demo.gguf", "tiny")
 
 
 @pytest.fixture(scope="session")

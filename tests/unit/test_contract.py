@@ -17,13 +17,12 @@ from modelserve.shared.contract import (
 )
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import GGUFInfo, estimate_memory, inspect_gguf
-from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.quantity import cpu_cores, format_bytes, memory_bytes
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> GGUFInfo:
-    return inspect_gguf(write_synthetic_gguf(tmp_path_factory.mktemp("m") / "t.gguf"))
+def tiny(tiny_model: Path) -> GGUFInfo:
+    return inspect_gguf(tiny_model)
 
 
 def request(**fields: object) -> ResourceRequest:

@@ -19,8 +19,8 @@ from modelserve.shared.gguf_synth import PRESETS, write_synthetic_gguf
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", "tiny")
+def tiny(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 def expected_parameters(preset: str, vocab: int = 259) -> int:

@@ -148,8 +148,8 @@ def test_alg_none_is_refused() -> None:
         verifier.verify_access(token)
 
 
-def rsa_keys() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def pem_pair(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
+    """PEM private (PKCS8) and public (SubjectPublicKeyInfo) of ``key``."""
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -159,6 +159,10 @@ def rsa_keys() -> tuple[bytes, bytes]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return private, public
+
+
+def rsa_keys() -> tuple[bytes, bytes]:
+    return pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 def test_rs256_round_trip_and_hs256_key_confusion_is_refused() -> None:
@@ -176,15 +180,7 @@ def test_rs256_round_trip_and_hs256_key_confusion_is_refused() -> None:
 
 
 def test_es256_round_trip() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    private, public = pem_pair(ec.generate_private_key(ec.SECP256R1()))
     issuer = TokenIssuer(KeySet("ES256", private, public), issuer=ISS, audience=AUD)
     verifier = TokenVerifier(KeySet("ES256", None, public), issuer=ISS, audience=AUD)
     assert verifier.verify_access(issuer.access_token("eve", Role.ADMIN)).role is Role.ADMIN

@@ -25,7 +25,6 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import facts_of, inspect_gguf
-from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kube import KubeApi
@@ -37,19 +36,14 @@ pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 MODEL = uuid.UUID("7a1f3c9e-1b2d-4c5e-8f90-0a1b2c3d4e5f")
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_gguf(tmp_path_factory.mktemp("m") / "demo.gguf")
-
-
 @pytest.fixture
 async def webhook(
-    api: Any, kube_api: KubeApi, postgres_server: PostgresServer, model_file: Path, tmp_path: Path
+    api: Any, kube_api: KubeApi, postgres_server: PostgresServer, tiny_model: Path, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Settings, httpx.AsyncClient]]:
     url = await create_postgres_database(postgres_server)
     engine = make_engine(url)
     await upgrade(engine)
-    info = inspect_gguf(model_file)
+    info = inspect_gguf(tiny_model)
     async with make_sessionmaker(engine).begin() as session:
         await repo.get_or_create_model(
             session,

@@ -21,18 +21,20 @@ from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
-from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.procs import port_open
+from support.records import wait_for_status
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[LocalBackend, Sessions, Path]]:
+async def world(
+    tmp_path: Path, tiny_model: Path
+) -> AsyncIterator[tuple[LocalBackend, Sessions, Path]]:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     await upgrade(engine)
     sessions = make_sessionmaker(engine)
-    model = write_synthetic_gguf(tmp_path / "objects" / "demo" / "demo.gguf")
+    model = tiny_model
     backend = LocalBackend(
         root=tmp_path / "modelserves",
         sessions=sessions,
@@ -69,18 +71,6 @@ async def status_of(sessions: Sessions, server: uuid.UUID) -> Any:
         return await repo.get_server(session, server)
 
 
-async def wait_status(
-    sessions: Sessions, server: uuid.UUID, wanted: str, within: float = 90
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        record = await status_of(sessions, server)
-        if record.status == wanted:
-            return record
-        assert time.monotonic() < deadline, f"{record.status}: {record.status_message}"
-        await asyncio.sleep(0.2)
-
-
 def complete(url: str) -> str:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
     reply = client.completions.create(model="demo", prompt="hi", max_tokens=3)
@@ -90,7 +80,7 @@ def complete(url: str) -> str:
 async def test_start_serve_idle_and_wake(world: tuple[LocalBackend, Sessions, Path]) -> None:
     backend, sessions, model = world
     server = await serve(sessions, backend.root, model, idle_timeout_seconds=4)
-    record = await wait_status(sessions, server, "ready")
+    record = await wait_for_status(sessions, server, "ready")
     assert record.internal_url and record.started_at is not None
     assert record.pod_names and record.pod_names[0].startswith("pid-")
     assert isinstance(await asyncio.to_thread(complete, record.internal_url), str)
@@ -102,7 +92,7 @@ async def test_start_serve_idle_and_wake(world: tuple[LocalBackend, Sessions, Pa
     assert record.memory_current_mb > 1 and record.memory_max_mb >= record.memory_current_mb
 
     first_port = int(record.internal_url.rsplit(":", 1)[1])
-    await wait_status(sessions, server, "idle")  # nobody used it for 4 s
+    await wait_for_status(sessions, server, "idle")  # nobody used it for 4 s
     assert not port_open(first_port)
 
     url = await backend.ensure_running(server, wait_seconds=90)  # the gateway asks: wake up
@@ -113,12 +103,13 @@ async def test_start_serve_idle_and_wake(world: tuple[LocalBackend, Sessions, Pa
 async def test_a_crashed_runtime_is_restarted(world: tuple[LocalBackend, Sessions, Path]) -> None:
     backend, sessions, model = world
     server = await serve(sessions, backend.root, model)
-    record = await wait_status(sessions, server, "ready")
+    record = await wait_for_status(sessions, server, "ready")
     pid = backend.servers[server].process.pid  # type: ignore[union-attr]
     os.killpg(pid, signal.SIGKILL)
-    await wait_status(sessions, server, "loading")
-    record = await wait_status(sessions, server, "ready")
+    await wait_for_status(sessions, server, "loading")
+    record = await wait_for_status(sessions, server, "ready")
     assert backend.servers[server].process.pid != pid  # type: ignore[union-attr]
+    assert record.internal_url is not None
     assert isinstance(await asyncio.to_thread(complete, record.internal_url), str)
 
 
@@ -129,7 +120,8 @@ async def test_a_model_that_cannot_load_fails_with_its_reason(
     broken = tmp_path / "broken.gguf"
     broken.write_text("<html>not a model</html>")
     server = await serve(sessions, backend.root, broken)
-    record = await wait_status(sessions, server, "failed")
+    record = await wait_for_status(sessions, server, "failed")
+    assert record.status_message is not None
     assert "exited 3 times" in record.status_message
     assert "not a GGUF file" in record.status_message
     with pytest.raises(ServerUnavailable, match="failed"):
@@ -141,10 +133,11 @@ async def test_deleting_the_modelserve_stops_the_server(
 ) -> None:
     backend, sessions, model = world
     server = await serve(sessions, backend.root, model)
-    record = await wait_status(sessions, server, "ready")
+    record = await wait_for_status(sessions, server, "ready")
+    assert record.internal_url is not None
     port = int(record.internal_url.rsplit(":", 1)[1])
     (backend.root / "local" / f"{ms.resource_name(server)}.json").unlink()
-    await wait_status(sessions, server, "deleted")
+    await wait_for_status(sessions, server, "deleted")
     assert not port_open(port)
     with pytest.raises(ServerUnavailable, match="no server"):
         await backend.ensure_running(server)

@@ -26,6 +26,7 @@ from support.databases import create_postgres_database, drop_postgres_database
 from support.kube import KubeApi
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
+from support.records import wait_for_status
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -116,14 +117,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
         env_vars = {e["name"]: e["value"] for e in model["env"]}
         assert env_vars["MODELSERVE_RUNTIME_N_CTX"] == "1024"
 
-        async def record_status() -> str:
-            async with sessions() as session:
-                return (await repo.get_server(session, spec.server_uuid)).status
-
-        deadline = time.monotonic() + 20
-        while await record_status() != "loading":
-            assert time.monotonic() < deadline, "record never reached loading"
-            await asyncio.sleep(0.2)
+        await wait_for_status(sessions, spec.server_uuid, "loading", within=20)
 
         # KServe's controller reports the service ready.
         url = f"http://{isvc['metadata']['name']}.{namespace}.example.com"
@@ -158,10 +152,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
         assert status["url"] == url
         assert status["predictorRevision"] == "ms-x-predictor-00001"
         assert status["gatewayUrl"] == f"https://models.example.test/{spec.server_uuid}"
-        deadline = time.monotonic() + 20
-        while await record_status() != "ready":
-            assert time.monotonic() < deadline, "record never reached ready"
-            await asyncio.sleep(0.2)
+        await wait_for_status(sessions, spec.server_uuid, "ready", within=20)
         async with sessions() as session:
             record = await repo.get_server(session, spec.server_uuid)
         assert record.internal_url == url and record.started_at is not None
@@ -183,10 +174,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
             return False
 
         await eventually(gone)
-        deadline = time.monotonic() + 20
-        while await record_status() != "deleted":
-            assert time.monotonic() < deadline, "record never reached deleted"
-            await asyncio.sleep(0.2)
+        await wait_for_status(sessions, spec.server_uuid, "deleted", within=20)
 
 
 async def test_operator_restarts_converge_without_a_second_inference_service(

@@ -23,7 +23,6 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
-from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.minio_store import MinioStore, make_minio_client
 from support.databases import create_postgres_database, drop_postgres_database
@@ -77,8 +76,8 @@ class Pipeline:
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return write_synthetic_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf").read_bytes()
+def tiny_gguf(tiny_model: Path) -> bytes:
+    return tiny_model.read_bytes()
 
 
 def pipeline_settings(

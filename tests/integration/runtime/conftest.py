@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.runtime import RuntimeServer, start_runtime
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "demo.gguf", "tiny")
 
 
 @pytest.fixture(scope="module")

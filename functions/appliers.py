@@ -26,6 +26,10 @@ class Applier(abc.ABC):
     async def apply(self, manifest: dict[str, Any]) -> tuple[str, bool]:
         """Create the ModelServe unless it exists; returns ("namespace/name", created)."""
 
+    @abc.abstractmethod
+    async def delete(self, namespace: str, name: str) -> bool:
+        """Delete the ModelServe; False when it was not there."""
+
 
 class KubernetesApplier(Applier):
     """Creates ModelServe custom resources through the Kubernetes API."""
@@ -57,6 +61,22 @@ class KubernetesApplier(Applier):
         meta = manifest["metadata"]
         return f"{meta['namespace']}/{meta['name']}", created
 
+    def _delete(self, namespace: str, name: str) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self._objects.delete_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise ApplyError(f"the Kubernetes API refused the deletion: {exc.status}") from None
+        return True
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        return await asyncio.to_thread(self._delete, namespace, name)
+
 
 class LocalApplier(Applier):
     """Writes ``<root>/<namespace>/<name>.json``; the local backend reads that folder."""
@@ -83,6 +103,14 @@ class LocalApplier(Applier):
         created = await asyncio.to_thread(self._create, manifest)
         meta = manifest["metadata"]
         return f"{meta['namespace']}/{meta['name']}", created
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        path = self.root / namespace / f"{name}.json"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def read(self, namespace: str, name: str) -> dict[str, Any] | None:
         path = self.root / namespace / f"{name}.json"

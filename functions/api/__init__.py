@@ -1,0 +1,1 @@
+"""The public HTTP API (FastAPI): sign-in, serve, servers, models, ext-authz."""

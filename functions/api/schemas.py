@@ -1,0 +1,94 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelserve.shared.db.models import ModelRecord, ServerRecord
+from modelserve.shared.modelserve import RuntimeParams
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    expires_in: int
+
+
+class ServeBody(BaseModel):
+    """Ask for a model to be served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=255, examples=["demo"])
+    replicas: int = Field(default=1, ge=0, le=100)
+    max_replicas: int | None = Field(default=None, ge=1, le=100)
+    runtime_params: RuntimeParams = Field(default_factory=RuntimeParams)
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ServeAccepted(BaseModel):
+    server_uuid: uuid.UUID
+    status: str
+    status_url: str
+    gateway_url: str
+
+
+class Server(BaseModel):
+    server_uuid: uuid.UUID
+    model_uuid: uuid.UUID | None
+    model_name: str
+    owner: str | None
+    status: str
+    status_message: str | None
+    progress: float | None
+    replicas: int
+    runtime_params: dict[str, Any]
+    memory_current_mb: float | None
+    memory_max_mb: float | None
+    cpu_usage_percent: float | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    updated_at: dt.datetime
+    namespace: str | None
+    inference_service: str | None
+    gateway_url: str | None
+
+    @classmethod
+    def of(cls, record: ServerRecord) -> Server:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class Model(BaseModel):
+    model_uuid: uuid.UUID
+    model_name: str
+    object_path: str
+    sha256: str
+    size_bytes: int
+    architecture: str | None
+    file_type: str | None
+    parameter_count: int | None
+    context_length: int | None
+    source: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> Model:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class CatalogModel(BaseModel):
+    name: str
+    size_bytes: int | None
+    file_type: str | None
+    mirrored: bool
+
+
+class Models(BaseModel):
+    mirrored: list[Model]
+    catalog: list[CatalogModel]

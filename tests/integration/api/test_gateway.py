@@ -1,0 +1,202 @@
+"""The gateway to a real runtime through the real openai client, and the token matrix."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import openai
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import Role, ServerStatus
+from support.runtime import RuntimeServer, start_runtime
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
+    server = start_runtime(tiny_model, "--model-name", "demo")
+    yield server
+    server.stop()
+
+
+async def ready_server(stack: Any, url: str | None, status: str = "ready") -> uuid.UUID:
+    server = uuid.uuid4()
+    async with stack.sessions.begin() as session:
+        await repo.get_or_create_server(
+            session, server_uuid=server, model_name="demo", owner="alice"
+        )
+        await repo.update_server(session, server, status=status, internal_url=url)
+    return server
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def bad_tokens(stack: Any, server: uuid.UUID) -> dict[str, str | None]:
+    """Every way a bearer token can be wrong."""
+    secret = stack.settings.jwt_secret.get_secret_value()
+    now = dt.datetime.now(dt.UTC)
+    good = {
+        "iss": stack.settings.jwt_issuer,
+        "aud": stack.settings.jwt_audience,
+        "sub": "eve",
+        "kind": "access",
+        "role": "admin",
+        "iat": now,
+        "nbf": now,
+        "exp": now + dt.timedelta(minutes=5),
+    }
+
+    def signed(key: Any = secret, alg: str = "HS256", **change: Any) -> str:
+        return jwt.encode({**good, **change}, key, algorithm=alg)
+
+    claims = {k: int(v.timestamp()) if isinstance(v, dt.datetime) else v for k, v in good.items()}
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims).encode())
+    confused = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return {
+        "missing": None,
+        "expired": signed(exp=now - dt.timedelta(seconds=5)),
+        "not-yet-valid": signed(nbf=now + dt.timedelta(minutes=5)),
+        "bad-signature": signed(key="x" * 48),
+        "alg-none": f"{b64(json.dumps({'alg': 'none'}).encode())}.{payload}.",
+        "rs256-token": signed(key=rsa_key, alg="RS256"),
+        "hs-rs-confusion": f"{header}.{payload}.{b64(confused)}",
+        "wrong-audience": signed(aud="someone-else"),
+        "wrong-issuer": signed(iss="evil"),
+        "pipeline-token": stack.issuer.pipeline_token(server),
+        "other-server": stack.issuer.server_token(uuid.uuid4(), "eve"),
+    }
+
+
+CASES = [
+    "missing",
+    "expired",
+    "not-yet-valid",
+    "bad-signature",
+    "alg-none",
+    "rs256-token",
+    "hs-rs-confusion",
+    "wrong-audience",
+    "wrong-issuer",
+    "pipeline-token",
+    "other-server",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_token_matrix(stack: Any, runtime: RuntimeServer, case: str) -> None:
+    server = await ready_server(stack, runtime.url)
+    token = bad_tokens(stack, server)[case]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    api = await stack.http.get(f"{stack.api}/servers", headers=headers)
+    gateway = await stack.http.get(f"{stack.gateway}/{server}/v1/models", headers=headers)
+    authz = await stack.http.get(
+        f"{stack.api}/auth", headers={**headers, "X-Forwarded-Uri": f"/{server}/v1/models"}
+    )
+    for name, response in (("api", api), ("gateway", gateway), ("auth", authz)):
+        assert response.status_code in (401, 403), f"{name}: {response.status_code}"
+        if response.status_code == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_openai_client_through_the_gateway(stack: Any, runtime: RuntimeServer) -> None:
+    server = await ready_server(stack, runtime.url)
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("vic"), max_retries=0
+    )
+    assert [m.id for m in (await client.models.list()).data] == ["demo"]
+    reply = await client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
+    assert reply.choices[0].message.content is not None
+    completion = await client.completions.create(model="demo", prompt="a", max_tokens=4)
+    assert completion.choices[0].text is not None
+    pieces: list[str] = []
+    stream = await client.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "stream"}],
+        max_tokens=30,
+        stream=True,
+        logit_bias={"2": -100},
+    )
+    async for chunk in stream:
+        pieces.extend(c.delta.content or "" for c in chunk.choices)
+    assert len(pieces) >= 20  # many chunks: the gateway did not buffer the stream
+    scoped = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1",
+        api_key=stack.issuer.server_token(server, "ci-bot"),
+        max_retries=0,
+    )
+    assert (await scoped.models.list()).data[0].id == "demo"
+    anonymous = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1", api_key="nope", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):
+        await anonymous.models.list()
+
+
+async def test_unknown_starting_and_failed_servers(stack: Any) -> None:
+    auth = stack.auth("vic")
+    unknown = await stack.http.get(f"{stack.gateway}/{uuid.uuid4()}/v1/models", headers=auth)
+    assert unknown.status_code == 404
+    starting = await ready_server(stack, None, status=ServerStatus.MIRRORING)
+    answer = await stack.http.get(f"{stack.gateway}/{starting}/v1/models", headers=auth)
+    assert answer.status_code == 503 and int(answer.headers["retry-after"]) > 0
+    failed = await ready_server(stack, None, status=ServerStatus.FAILED)
+    answer = await stack.http.get(f"{stack.gateway}/{failed}/v1/models", headers=auth)
+    assert answer.status_code == 410
+    not_uuid = await stack.http.get(f"{stack.gateway}/not-a-uuid/v1/models", headers=auth)
+    assert not_uuid.status_code == 404
+
+
+async def test_idle_server_is_woken_in_local_mode(
+    stack_factory: Any, runtime: RuntimeServer
+) -> None:
+    async def wake(server: uuid.UUID) -> str:
+        return runtime.url  # the local backend starts the process and returns its URL
+
+    stack = await stack_factory(wake=wake)
+    server = await ready_server(stack, None, status=ServerStatus.IDLE)
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("vic"), max_retries=0
+    )
+    assert (await client.models.list()).data[0].id == "demo"
+    assert stack.wakes == [server]
+
+
+async def test_auth_endpoint_answers_with_identity(stack: Any) -> None:
+    server = uuid.uuid4()
+    ok = await stack.http.get(
+        f"{stack.api}/auth",
+        headers={
+            "Authorization": f"Bearer {stack.issuer.server_token(server, 'ci-bot')}",
+            "X-Forwarded-Uri": f"/{server}/v1/chat/completions",
+        },
+    )
+    assert ok.status_code == 200
+    assert (ok.headers["x-auth-subject"], ok.headers["x-auth-kind"]) == ("ci-bot", "server")
+    api = await stack.http.get(
+        f"{stack.api}/auth",
+        headers={
+            "Authorization": f"Bearer {stack.issuer.access_token('vic', Role.VIEWER)}",
+            "X-Forwarded-Uri": "/servers",
+        },
+    )
+    assert api.status_code == 200 and api.headers["x-auth-role"] == "viewer"

@@ -36,7 +36,14 @@ from modelserve.functions.catalog.base import Catalog, CatalogError
 from modelserve.shared import events as ev
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.errors import AuthError
-from modelserve.shared.auth.tokens import Claims, TokenIssuer, TokenVerifier, bearer_token
+from modelserve.shared.auth.tokens import (
+    Claims,
+    KeySet,
+    TokenIssuer,
+    TokenVerifier,
+    bearer_token,
+    public_jwks,
+)
 from modelserve.shared.auth.users import authenticate
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role, ServerRecord, ServerStatus
@@ -76,6 +83,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/status", tags=["meta"], include_in_schema=False)
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
+
+    @app.get("/.well-known/jwks.json", tags=["auth"])
+    async def jwks() -> dict[str, Any]:
+        """Public verification keys (RS256/ES256), for JWT checks at the ingress."""
+        return public_jwks(KeySet.from_settings(deps.settings))
 
     @app.post("/auth/token", response_model=Token, tags=["auth"])
     async def token(username: Annotated[str, Form()], password: Annotated[str, Form()]) -> Token:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -81,6 +82,28 @@ class Claims:
     server_uuid: uuid.UUID | None
     expires_at: dt.datetime
     raw: dict[str, Any]
+
+
+def public_jwks(keys: KeySet, kid: str = "modelserve") -> dict[str, Any]:
+    """The verification key as a JWKS document (for Istio/Envoy JWT checks at the ingress).
+
+    Empty for HS256: a shared secret is never published.
+    """
+    if keys.algorithm == "HS256" or keys.verification_key is None:
+        return {"keys": []}
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    public = load_pem_public_key(
+        keys.verification_key
+        if isinstance(keys.verification_key, bytes)
+        else keys.verification_key.encode()
+    )
+    algorithm = (
+        jwt.algorithms.RSAAlgorithm if keys.algorithm == "RS256" else (jwt.algorithms.ECAlgorithm)
+    )
+    jwk = json.loads(algorithm.to_jwk(public))  # type: ignore[arg-type]
+    jwk.update({"kid": kid, "use": "sig", "alg": keys.algorithm})
+    return {"keys": [jwk]}
 
 
 class TokenIssuer:

@@ -37,10 +37,14 @@ def install(api: client.ApiClient, path: Path) -> list[str]:
     return names
 
 
-def schema_of(path: Path, version: str | None = None) -> dict[str, Any]:
-    """The openAPIV3Schema of the (first) CRD in ``path``."""
+def schema_of(path: Path, version: str | None = None, kind: str | None = None) -> dict[str, Any]:
+    """The openAPIV3Schema of the CRD in ``path`` (the one for ``kind`` in a multi-CRD file)."""
     for doc in yaml.safe_load_all(path.read_text()):
-        if doc and doc.get("kind") == "CustomResourceDefinition":
+        if (
+            doc
+            and doc.get("kind") == "CustomResourceDefinition"
+            and (kind is None or doc["spec"]["names"]["kind"] == kind)
+        ):
             for v in doc["spec"]["versions"]:
                 if version is None or v["name"] == version:
                     return dict(v["schema"]["openAPIV3Schema"])

@@ -33,6 +33,7 @@ from modelserve.shared.auth.tokens import (
     TokenIssuer,
     TokenVerifier,
     bearer_token,
+    public_jwks,
 )
 from modelserve.shared.db.models import Role
 
@@ -279,3 +280,15 @@ def test_server_scoped_tokens_open_exactly_one_server() -> None:
 )
 def test_bearer_header_parsing(header: str | None, expected: str | None) -> None:
     assert bearer_token(header) == expected
+
+
+def test_public_jwks_verifies_issued_tokens_and_never_leaks_a_secret() -> None:
+    private, public = rsa_keys()
+    issuer = TokenIssuer(KeySet("RS256", private, public), issuer=ISS, audience=AUD)
+    document = public_jwks(KeySet("RS256", None, public))
+    (key,) = document["keys"]
+    assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
+    token = issuer.access_token("ann", Role.VIEWER)
+    claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["RS256"], audience=AUD)
+    assert claims["sub"] == "ann"
+    assert public_jwks(KeySet("HS256", SECRET, SECRET)) == {"keys": []}

@@ -170,3 +170,8 @@ async def test_status_events_arrive_in_order(stack: Any) -> None:
     async with asyncio.timeout(15):
         await listener
     assert seen == ["requested", "checking", "mirroring", "pending", "loading", "ready"]
+
+
+async def test_jwks_is_empty_for_a_shared_secret(stack: Any) -> None:
+    response = await stack.http.get(f"{stack.api}/.well-known/jwks.json")
+    assert response.status_code == 200 and response.json() == {"keys": []}

@@ -1,0 +1,52 @@
+"""ASGI entry points of the API and the gateway, built from MODELSERVE_* at start.
+
+    uvicorn --factory modelserve.functions.http_main:api --host 0.0.0.0 --port 8080
+    uvicorn --factory modelserve.functions.http_main:gateway --host 0.0.0.0 --port 8080
+
+In Kubernetes the API publishes to the Broker (``K_SINK`` from a SinkBinding, or
+MODELSERVE_BROKER_URL). The embedded stack wires the same factories itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+from fastapi import FastAPI
+
+from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.context_factory import make_applier, make_catalog, make_publisher
+from modelserve.functions.gateway import GatewayDeps, create_gateway
+from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.settings import load_settings
+
+
+def api() -> FastAPI:
+    settings = load_settings()
+    http = httpx.AsyncClient(timeout=30)
+    publish = make_publisher(settings.broker_url or os.environ.get("K_SINK"), http)
+    if publish is None:
+        raise ValueError("the API needs a broker: set MODELSERVE_BROKER_URL (or K_SINK)")
+    return create_app(
+        ApiDeps(
+            settings=settings,
+            sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+            issuer=TokenIssuer.from_settings(settings),
+            verifier=TokenVerifier.from_settings(settings),
+            publish=publish,
+            catalog=make_catalog(settings),
+            applier=make_applier(settings),
+        )
+    )
+
+
+def gateway() -> FastAPI:
+    settings = load_settings()
+    return create_gateway(
+        GatewayDeps(
+            verifier=TokenVerifier.from_settings(settings),
+            sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+            http=httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)),
+        )
+    )

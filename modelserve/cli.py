@@ -34,17 +34,88 @@ def version() -> None:
 
 
 @app.command()
-def up() -> None:
-    """Start the embedded stack (API, gateway, dashboard, broker, functions, local backend).
+def up(
+    host: Annotated[str, typer.Option(help="Interface for the API, gateway and dashboard.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port for the API, gateway and dashboard.")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="SQLite, object store, logs, secrets.")] = Path(
+        ".data"
+    ),
+    dev: Annotated[bool, typer.Option(help="Dev mode: generated admin, printed token.")] = True,
+) -> None:
+    """Run the whole embedded stack: API + gateway, broker, pipeline, local backend."""
+    import asyncio
 
-    Not built yet: the embedded stack arrives with the CLI/embedded-stack issue.
-    """
-    typer.echo(
-        "modelserve up: the embedded stack is not built yet. It needs the runtime, "
-        "the serve pipeline, the local backend and the API/gateway; see the open issues.",
-        err=True,
+    from modelserve.shared.settings import SettingsError
+    from modelserve.stack import StackInfo, run_stack
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise typer.Exit(code=2)
+
+    def ready(info: StackInfo) -> None:
+        lines = [
+            "",
+            f"modelserve is up at {info.url}  (API docs: {info.url}/docs)",
+            f"data directory: {info.data_dir.resolve()}",
+        ]
+        if info.admin_password:
+            lines.append(f"admin password (shown once): {info.admin_password}")
+        if dev:
+            lines.append(f"admin token: {info.admin_token}")
+        lines += [
+            "",
+            "serve the demo model:",
+            f"  curl -s -X POST {info.url}/serve -H 'Authorization: Bearer $TOKEN' "
+            "-H 'Content-Type: application/json' -d '{\"model\": \"demo\"}'",
+            "then chat with it (OpenAI client):",
+            f"  OpenAI(base_url='{info.url}/<server_uuid>/v1', api_key=TOKEN)",
+            "",
+        ]
+        typer.echo("\n".join(lines))
+
+    try:
+        asyncio.run(run_stack(data_dir, host, port, dev=dev, on_ready=ready))
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def token(
+    data_dir: Annotated[Path, typer.Option(help="The data directory of `modelserve up`.")] = Path(
+        ".data"
+    ),
+    user: Annotated[str, typer.Option(help="User to mint the token for.")] = "admin",
+) -> None:
+    """Print an access token for a user of that data directory (only the token)."""
+    import asyncio
+
+    from modelserve.shared.auth.tokens import TokenIssuer
+    from modelserve.shared.db import repo
+    from modelserve.shared.db.engine import make_engine, make_sessionmaker
+    from modelserve.shared.db.models import Role
+    from modelserve.stack import secret_file, stack_settings
+
+    if not secret_file(data_dir).exists():
+        raise _fail(f"{data_dir} is not a modelserve data directory (run `modelserve up` first)")
+    settings = stack_settings(data_dir, "127.0.0.1", 8080, dev=True)
+
+    async def lookup() -> str | None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                found = await repo.get_user(session, user)
+                return found.role if found else None
+        finally:
+            await engine.dispose()
+
+    role = asyncio.run(lookup())
+    if role is None:
+        raise _fail(f"no user {user!r} in {data_dir}")
+    typer.echo(TokenIssuer.from_settings(settings).access_token(user, Role(role)))
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -1,0 +1,234 @@
+"""The embedded stack: the whole product on one machine, in one process tree.
+
+API and gateway share the public port (a path whose first segment is a server
+UUID goes to the gateway); the broker's ingress and the five pipeline functions
+(the real functions-framework apps) listen on other loopback ports; the local
+backend runs servers as runtime processes. SQLite and a directory store live
+under the data directory, so state survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import httpx
+import uvicorn
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from modelserve.functions import host
+from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.appliers import LocalApplier
+from modelserve.functions.broker import triggers
+from modelserve.functions.broker.broker import EmbeddedBroker
+from modelserve.functions.broker.ingress import make_ingress
+from modelserve.functions.catalog.local import LocalCatalog
+from modelserve.functions.context_factory import build_context
+from modelserve.functions.gateway import GatewayDeps, create_gateway
+from modelserve.operator.local_backend import LocalBackend
+from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.auth.users import ensure_admin
+from modelserve.shared.db import repo
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.db.models import Role
+from modelserve.shared.gguf_synth import write_synthetic_gguf
+from modelserve.shared.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "modelserve-availability": "availability",
+    "modelserve-signed-url": "signed_url",
+    "modelserve-mirror": "mirror",
+    "modelserve-contract": "contract",
+    "modelserve-apply": "apply",
+    "modelserve-dead-letter": "dead_letter",
+}
+
+
+def secret_file(data_dir: Path) -> Path:
+    return data_dir / "jwt-secret"
+
+
+def stack_settings(data_dir: Path, host_: str, port: int, *, dev: bool) -> Settings:
+    """Settings for the embedded stack; the JWT secret is made once and kept in data_dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_path = secret_file(data_dir)
+    if not secret_path.exists():
+        secret_path.write_text(secrets.token_hex(32))
+        secret_path.chmod(0o600)
+    overrides: dict[str, Any] = {
+        "mode": "local",
+        "dev": dev,
+        "data_dir": data_dir,
+        "public_base_url": f"http://{host_}:{port}",
+    }
+    if not os.environ.get("MODELSERVE_JWT_SECRET"):
+        overrides["jwt_secret"] = secret_path.read_text().strip()
+    return load_settings(**overrides)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Router:
+    """One public port: ``/<server-uuid>/...`` to the gateway, the rest to the API."""
+
+    def __init__(self, api: Any, gateway: Any) -> None:
+        self.api, self.gateway = api, gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            first = scope["path"].lstrip("/").split("/", 1)[0]
+            try:
+                uuid.UUID(first)
+            except ValueError:
+                pass
+            else:
+                await self.gateway(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+@dataclass
+class StackInfo:
+    url: str
+    admin_token: str
+    admin_password: str | None
+    data_dir: Path
+
+
+def _serve_functions(settings: Settings) -> tuple[dict[str, str], list[BaseWSGIServer]]:
+    host.start(lambda: build_context(settings))
+    urls, servers = {}, []
+    for service, target in TARGETS.items():
+        app = functions_framework.create_app(  # type: ignore[no-untyped-call]
+            target=target, source=str(REPO / "functions" / "main.py"), signature_type="http"
+        )
+        server = make_server("127.0.0.1", free_port(), app, threaded=True)
+        threading.Thread(
+            target=server.serve_forever, daemon=True, name=f"function-{target}"
+        ).start()
+        servers.append(server)
+        urls[service] = f"http://127.0.0.1:{server.server_port}/"
+    return urls, servers
+
+
+async def run_stack(
+    data_dir: Path,
+    host_: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    dev: bool = True,
+    on_ready: Callable[[StackInfo], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run everything until ``stop`` is set or the process is interrupted."""
+    ingress_port = free_port()
+    settings = stack_settings(data_dir, host_, port, dev=dev).model_copy(
+        update={"broker_url": f"http://127.0.0.1:{ingress_port}/"}
+    )
+    engine = make_engine(settings.resolved_database_url)
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    async with sessions.begin() as session:
+        generated = await ensure_admin(session, settings)
+        admin = await repo.get_user(session, settings.admin_username)
+    assert admin is not None
+    catalog_dir = settings.resolved_catalog_dir
+    if not (catalog_dir / "demo.gguf").exists():
+        write_synthetic_gguf(catalog_dir / "demo.gguf", "tiny", name="demo")
+
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
+    function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings)
+    rules = triggers.load(
+        [
+            REPO / "config" / "pipeline" / "broker.yaml",
+            REPO / "config" / "pipeline" / "triggers.yaml",
+        ],
+        "modelserve",
+    )
+    broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
+    backend = LocalBackend(
+        root=settings.data_dir / "modelserves",
+        sessions=sessions,
+        log_dir=settings.data_dir / "logs",
+    )
+    issuer, verifier = TokenIssuer.from_settings(settings), TokenVerifier.from_settings(settings)
+    api = create_app(
+        ApiDeps(
+            settings,
+            sessions,
+            issuer,
+            verifier,
+            broker.publish,
+            LocalCatalog(catalog_dir),
+            LocalApplier(settings.data_dir / "modelserves"),
+        )
+    )
+
+    async def wake(server: uuid.UUID) -> str:
+        return await backend.ensure_running(server)
+
+    gateway = create_gateway(GatewayDeps(verifier, sessions, http, wake))
+    public = uvicorn.Server(
+        uvicorn.Config(
+            Router(api, gateway), host=host_, port=port, lifespan="off", log_level="warning"
+        )
+    )
+    ingress = uvicorn.Server(
+        uvicorn.Config(
+            make_ingress(broker.publish), host="127.0.0.1", port=ingress_port, log_level="warning"
+        )
+    )
+    backend_stop = stop or asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(ingress.serve()),
+        asyncio.create_task(backend.run(backend_stop)),
+    ]
+    serving = asyncio.create_task(public.serve())
+    try:
+        while not public.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.05)
+        if on_ready is not None:
+            on_ready(
+                StackInfo(
+                    f"http://{host_}:{port}",
+                    issuer.access_token(admin.username, Role(admin.role)),
+                    generated,
+                    settings.data_dir,
+                )
+            )
+        if stop is not None:
+            tasks.append(asyncio.create_task(_exit_on(stop, public)))
+        await serving
+    finally:
+        public.should_exit = True
+        ingress.should_exit = True
+        backend_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in function_servers:
+            server.shutdown()
+        host.stop()
+        await http.aclose()
+        await engine.dispose()
+
+
+async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True

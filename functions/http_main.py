@@ -18,6 +18,7 @@ from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.context_factory import make_applier, make_catalog, make_publisher
 from modelserve.functions.gateway import GatewayDeps, create_gateway
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.settings import load_settings
 
@@ -28,10 +29,11 @@ def api() -> FastAPI:
     publish = make_publisher(settings.broker_url or os.environ.get("K_SINK"), http)
     if publish is None:
         raise ValueError("the API needs a broker: set MODELSERVE_BROKER_URL (or K_SINK)")
-    return create_app(
+    sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
+    app = create_app(
         ApiDeps(
             settings=settings,
-            sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+            sessions=sessions,
             issuer=TokenIssuer.from_settings(settings),
             verifier=TokenVerifier.from_settings(settings),
             publish=publish,
@@ -39,6 +41,15 @@ def api() -> FastAPI:
             applier=make_applier(settings),
         )
     )
+
+    async def first_admin() -> None:
+        # MODELSERVE_ADMIN_PASSWORD creates the first admin; without one (outside dev
+        # mode) the API refuses to start and says which variable to set.
+        async with sessions.begin() as session:
+            await ensure_admin(session, settings)
+
+    app.router.on_startup.append(first_admin)
+    return app
 
 
 def gateway() -> FastAPI:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from werkzeug.serving import BaseWSGIServer, make_server
+
 from modelserve.functions.steps.context import StepContext
-from modelserve.functions.steps.registry import lookup
+from modelserve.functions.steps.registry import DEAD_LETTER, STEPS, lookup
 from modelserve.functions.steps.runner import Outcome, run_step
 from modelserve.shared import events as ev
 
@@ -85,6 +88,37 @@ def stop() -> None:
         if _host is not None:
             _host.close()
             _host = None
+
+
+MAIN = Path(__file__).with_name("main.py")
+
+
+def targets() -> dict[str, str]:
+    """Knative Service name -> functions-framework target in main.py, for every step."""
+    return {s.service: s.name.replace("-", "_") for s in (*STEPS.values(), DEAD_LETTER)}
+
+
+def serve_functions() -> tuple[dict[str, str], list[BaseWSGIServer]]:
+    """Serve every target (the real functions-framework apps) on its own loopback port.
+
+    The process's host must be started first; returns service -> URL and the servers.
+    """
+    import functions_framework
+
+    from modelserve.shared.net import free_port
+
+    urls, servers = {}, []
+    for service, target in targets().items():
+        app = functions_framework.create_app(  # type: ignore[no-untyped-call]
+            target=target, source=str(MAIN), signature_type="http"
+        )
+        server = make_server("127.0.0.1", free_port(), app, threaded=True)
+        threading.Thread(
+            target=server.serve_forever, daemon=True, name=f"function-{target}"
+        ).start()
+        servers.append(server)
+        urls[service] = f"http://127.0.0.1:{server.server_port}/"
+    return urls, servers
 
 
 def current() -> StepHost:

@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import httpx
 import uvicorn
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
 from modelserve.functions import host
 from modelserve.functions.api.app import ApiDeps, create_app
@@ -41,17 +39,10 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_synth import write_synthetic_gguf
+from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {
-    "modelserve-availability": "availability",
-    "modelserve-signed-url": "signed_url",
-    "modelserve-mirror": "mirror",
-    "modelserve-contract": "contract",
-    "modelserve-apply": "apply",
-    "modelserve-dead-letter": "dead_letter",
-}
 
 
 def secret_file(data_dir: Path) -> Path:
@@ -74,14 +65,6 @@ def stack_settings(data_dir: Path, host_: str, port: int, *, dev: bool) -> Setti
     if not os.environ.get("MODELSERVE_JWT_SECRET"):
         overrides["jwt_secret"] = secret_path.read_text().strip()
     return load_settings(**overrides)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Router:
@@ -113,18 +96,7 @@ class StackInfo:
 
 def _serve_functions(settings: Settings) -> tuple[dict[str, str], list[BaseWSGIServer]]:
     host.start(lambda: build_context(settings))
-    urls, servers = {}, []
-    for service, target in TARGETS.items():
-        app = functions_framework.create_app(  # type: ignore[no-untyped-call]
-            target=target, source=str(REPO / "functions" / "main.py"), signature_type="http"
-        )
-        server = make_server("127.0.0.1", free_port(), app, threaded=True)
-        threading.Thread(
-            target=server.serve_forever, daemon=True, name=f"function-{target}"
-        ).start()
-        servers.append(server)
-        urls[service] = f"http://127.0.0.1:{server.server_port}/"
-    return urls, servers
+    return host.serve_functions()
 
 
 async def run_stack(
@@ -154,13 +126,7 @@ async def run_stack(
 
     http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
     function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings)
-    rules = triggers.load(
-        [
-            REPO / "config" / "pipeline" / "broker.yaml",
-            REPO / "config" / "pipeline" / "triggers.yaml",
-        ],
-        "modelserve",
-    )
+    rules = triggers.pipeline_rules(REPO / "config")
     broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
     backend = LocalBackend(
         root=settings.data_dir / "modelserves",

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,6 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
             start_new_session=True,
             env=env,
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -156,7 +150,7 @@ class LocalBackend:
         return argv
 
     async def _start(self, item: Supervised) -> None:
-        item.port = _free_port()
+        item.port = free_port()
         item.log_path = self.log_dir / f"{item.spec.server_uuid}.log"
         item.log_path.parent.mkdir(parents=True, exist_ok=True)
         item.ready, item.idle, item.stopping, item.failed = False, False, False, None

@@ -65,6 +65,15 @@ class Trigger:
         return all(str(attributes.get(k)) == v for k, v in self.attributes.items())
 
 
+PIPELINE_BROKER = "modelserve"
+
+
+def pipeline_rules(config_dir: Path) -> list[Trigger]:
+    """The serve pipeline's Broker and Triggers from ``<config_dir>/pipeline/``."""
+    folder = config_dir / "pipeline"
+    return load([folder / "broker.yaml", folder / "triggers.yaml"], PIPELINE_BROKER)
+
+
 def load(paths: list[Path], broker: str) -> list[Trigger]:
     """Every Trigger of ``broker`` in the manifests, with the Broker's delivery as default."""
     documents = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]

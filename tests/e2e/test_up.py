@@ -17,7 +17,7 @@ import openai
 import psutil
 import pytest
 
-from support.procs import free_port
+from modelserve.shared.net import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -115,9 +115,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_every_step_has_one_trigger_and_one_service() -> None:
-    rules = triggers.load(
-        [CONFIG / "pipeline" / "broker.yaml", CONFIG / "pipeline" / "triggers.yaml"], "modelserve"
-    )
+    rules = triggers.pipeline_rules(CONFIG)
     by_type = {r.attributes["type"]: r for r in rules}
     assert len(by_type) == len(rules) == len(STEPS)
     services = {

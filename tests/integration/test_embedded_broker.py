@@ -21,7 +21,7 @@ from starlette.routing import Route
 from modelserve.functions.broker.broker import EmbeddedBroker
 from modelserve.functions.broker.triggers import Delivery, Trigger, load, parse_duration
 from modelserve.shared import events as ev
-from support.procs import free_port
+from modelserve.shared.net import free_port
 
 REQUEST = ev.ServeRequest(model="m", requested_by="a", role="operator")
 

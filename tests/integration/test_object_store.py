@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from modelserve.shared.net import free_port
 from modelserve.shared.store.base import (
     BadSignature,
     InvalidKey,
@@ -28,7 +29,6 @@ from modelserve.shared.store.base import (
 from modelserve.shared.store.local import INCOMING_DIR, LocalStore
 from modelserve.shared.store.minio_store import MinioStore, make_minio_client
 from support.minio_server import MinioServer
-from support.procs import free_port
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest multipart part: small parts exercise multipart uploads

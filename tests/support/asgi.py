@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from support.procs import free_port
+from modelserve.shared.net import free_port
 
 
 @asynccontextmanager

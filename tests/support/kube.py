@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from support.procs import ServerProcess, find_binary, free_port
+from modelserve.shared.net import free_port
+from support.procs import ServerProcess, find_binary
 
 APISERVER_HINT = (
     "go install k8s.io/apiextensions-apiserver@<pinned tag> into that dir (.ci/run does)"

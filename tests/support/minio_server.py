@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 from minio import Minio
 
-from support.procs import ServerProcess, find_binary, free_port
+from modelserve.shared.net import free_port
+from support.procs import ServerProcess, find_binary
 
 INSTALL_HINT = "go install github.com/minio/minio@latest into that dir (.ci/run does)"
 

@@ -7,15 +7,13 @@ Trigger manifests and delivers to them over HTTP.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import functions_framework
 import httpx
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
 from modelserve.functions import host
 from modelserve.functions.broker import triggers
@@ -24,14 +22,6 @@ from modelserve.functions.context_factory import build_context
 from modelserve.shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = {
-    "modelserve-availability": "availability",
-    "modelserve-signed-url": "signed_url",
-    "modelserve-mirror": "mirror",
-    "modelserve-contract": "contract",
-    "modelserve-apply": "apply",
-    "modelserve-dead-letter": "dead_letter",
-}
 
 
 @dataclass
@@ -44,16 +34,9 @@ class Functions:
 def running_functions(settings: Settings) -> Iterator[Functions]:
     """Every pipeline function, served on its own loopback port for this settings."""
     host.start(lambda: build_context(settings))
-    servers, urls = [], {}
+    servers: list[BaseWSGIServer] = []
     try:
-        for service, target in TARGETS.items():
-            app = functions_framework.create_app(  # type: ignore[no-untyped-call]
-                target=target, source=str(ROOT / "functions" / "main.py"), signature_type="http"
-            )
-            server = make_server("127.0.0.1", 0, app, threaded=True)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            servers.append(server)
-            urls[service] = f"http://127.0.0.1:{server.server_port}/"
+        urls, servers = host.serve_functions()
         yield Functions(urls, servers)
     finally:
         for server in servers:
@@ -62,11 +45,5 @@ def running_functions(settings: Settings) -> Iterator[Functions]:
 
 
 def make_broker(functions: Functions, http: httpx.AsyncClient, **options: object) -> EmbeddedBroker:
-    rules = triggers.load(
-        [
-            ROOT / "config" / "pipeline" / "broker.yaml",
-            ROOT / "config" / "pipeline" / "triggers.yaml",
-        ],
-        "modelserve",
-    )
+    rules = triggers.pipeline_rules(ROOT / "config")
     return EmbeddedBroker(rules, lambda name: functions.urls[name], http, **options)  # type: ignore[arg-type]

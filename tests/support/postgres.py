@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.procs import ServerProcess, ServiceFailed, find_binary, free_port
+from modelserve.shared.net import free_port
+from support.procs import ServerProcess, ServiceFailed, find_binary
 
 PG_GLOBS = ("/usr/lib/postgresql/*/bin/{name}",)
 INSTALL_HINT = "install Debian's postgresql package (.ci/run does)"

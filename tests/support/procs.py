@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelserve.shared.net import free_port  # noqa: F401 - the one helper, re-exported
+
 DEFAULT_TOOLS_DIR = Path.home() / ".cache" / "modelserve" / "bin"
 
 
@@ -52,14 +54,6 @@ def find_binary(name: str, extra_globs: Sequence[str] = (), hint: str = "") -> s
     raise MissingService(
         f"{name} not found in {tools_dir()} or on PATH" + (f"; {hint}" if hint else "")
     )
-
-
-def free_port() -> int:
-    """Ask the kernel for a free loopback port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

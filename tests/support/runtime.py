@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from support.procs import ServerProcess, free_port
+from modelserve.shared.net import free_port
+from support.procs import ServerProcess
 
 
 @dataclass

@@ -25,12 +25,13 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import facts_of, inspect_gguf
+from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kube import KubeApi
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
-from support.procs import free_port, port_open
+from support.procs import port_open
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 MODEL = uuid.UUID("7a1f3c9e-1b2d-4c5e-8f90-0a1b2c3d4e5f")

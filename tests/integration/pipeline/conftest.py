@@ -23,13 +23,13 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.minio_store import MinioStore, make_minio_client
 from support.databases import create_postgres_database, drop_postgres_database
 from support.minio_server import MinioServer
 from support.pipeline import Functions, make_broker, running_functions
 from support.postgres import PostgresServer
-from support.procs import free_port
 
 
 @dataclass

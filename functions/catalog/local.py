@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from modelserve.functions.catalog.base import Catalog, CatalogEntry, ModelNotInCatalog, SignedModel
-
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+from modelserve.functions.ingest import NAME_CHARS
 
 
 class LocalCatalog(Catalog):

@@ -18,7 +18,7 @@ from modelserve.functions.catalog.base import (
     SignedModel,
     origin,
 )
-from modelserve.functions.catalog.local import NAME_CHARS
+from modelserve.functions.ingest import NAME_CHARS
 
 
 class S3Catalog(Catalog):

@@ -14,41 +14,22 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
 from modelserve.functions.catalog.base import SignedModel
 from modelserve.functions.download import DownloadError, fetch
+from modelserve.functions.ingest import IngestError, ingest, lease_name
 from modelserve.functions.steps.availability import model_ref
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import ModelRecord, ServerStatus
-from modelserve.shared.gguf_inspect import GGUFError, facts_of, inspect_gguf
-from modelserve.shared.store.base import CHUNK_SIZE, ObjectIntegrityError
 
 STEP = "mirror"
-MODEL_NAMESPACE = uuid.UUID("0b8f8a0e-3c6e-4f55-a1c9-5d0f3b0e7a21")
 LEASE_TTL = dt.timedelta(minutes=2)
 WAIT_POLL_SECONDS = 0.5
 log = logging.getLogger(__name__)
-
-
-def model_uuid(name: str) -> uuid.UUID:
-    """The same model name always gets the same UUID, whoever mirrors it."""
-    return uuid.uuid5(MODEL_NAMESPACE, name)
-
-
-def object_key(name: str) -> str:
-    return f"{name}/{name}.gguf"
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-            yield chunk
 
 
 async def _mirrored(ctx: StepContext, name: str) -> ModelRecord | None:
@@ -63,7 +44,7 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
     signed = ev.payload(event, ev.ModelUrlSigned)
     request, server, name = signed.request, ev.subject_uuid(event), signed.request.model
     deadline = time.monotonic() + wait_seconds
-    lease = f"mirror:{name}"
+    lease = lease_name(name)
     # Unique per attempt: two deliveries of one event must not both hold the lease.
     holder = f"{server}/{uuid.uuid4()}"
     while True:
@@ -114,7 +95,7 @@ async def _mirror(
     async def progress(done: int, total: int | None) -> None:
         percent = round(100.0 * done / total, 1) if total else None
         async with ctx.sessions.begin() as session:
-            await repo.acquire_lease(session, f"mirror:{name}", holder, LEASE_TTL)
+            await repo.acquire_lease(session, lease_name(name), holder, LEASE_TTL)
             await repo.advance_server(
                 session,
                 server,
@@ -150,45 +131,20 @@ async def _mirror(
     except DownloadError as exc:
         raise StepFailure(str(exc)) from None
     try:
-        if signed.size_bytes is not None and size != signed.size_bytes:
-            raise StepFailure(
-                f"size mismatch for {name}: the catalog says "
-                f"{signed.size_bytes} bytes, {size} arrived"
-            )
-        if signed.sha256 is not None and sha256 != signed.sha256.lower():
-            raise StepFailure(
-                f"sha256 mismatch for {name}: the catalog says {signed.sha256}, "
-                f"the download is {sha256}"
-            )
-        try:
-            info = inspect_gguf(scratch)
-        except GGUFError as exc:
-            raise StepFailure(f"{name} is not a usable GGUF: {exc}") from None
-        key = object_key(name)
-        try:
-            await ctx.store.put(
-                key, _file_chunks(scratch), expected_size=size, expected_sha256=sha256
-            )
-        except ObjectIntegrityError as exc:  # the scratch file changed under us
-            raise StepFailure(str(exc)) from None
-    except StepFailure:
-        scratch.unlink(missing_ok=True)  # a bad file is never resumed
-        raise
-    async with ctx.sessions.begin() as session:
-        record, _ = await repo.get_or_create_model(
-            session,
-            model_uuid=model_uuid(name),
-            model_name=name,
-            object_path=key,
-            sha256=sha256,
-            size_bytes=size,
-            architecture=info.architecture,
-            file_type=info.file_type,
-            parameter_count=info.parameter_count,
-            context_length=info.context_length,
+        record = await ingest(
+            scratch,
+            name,
+            store=ctx.store,
+            sessions=ctx.sessions,
             source=signed.catalog_id,
-            gguf=facts_of(info),
+            size=size,
+            sha256=sha256,
+            expected_size=signed.size_bytes,
+            expected_sha256=signed.sha256,
         )
+    except IngestError as exc:
+        raise StepFailure(str(exc)) from None
+    async with ctx.sessions.begin() as session:
         await repo.advance_server(
             session,
             server,

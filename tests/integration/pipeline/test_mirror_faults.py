@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from minio import Minio
 
-from modelserve.functions.steps.mirror import object_key
+from modelserve.functions.ingest import object_key
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
 from support.catalog_server import CatalogServer

@@ -21,6 +21,7 @@ from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.settings import load_settings
+from modelserve.shared.store.factory import make_store
 
 
 def api() -> FastAPI:
@@ -39,6 +40,8 @@ def api() -> FastAPI:
             publish=publish,
             catalog=make_catalog(settings),
             applier=make_applier(settings),
+            store=make_store(settings),
+            dashboard_dir=settings.dashboard_dir,
         )
     )
 

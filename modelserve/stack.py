@@ -41,8 +41,10 @@ from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
+from modelserve.shared.store.factory import make_store
 
 REPO = Path(__file__).resolve().parents[1]
+GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
 def secret_file(data_dir: Path) -> Path:
@@ -143,6 +145,8 @@ async def run_stack(
             broker.publish,
             LocalCatalog(catalog_dir),
             LocalApplier(settings.data_dir / "modelserves"),
+            make_store(settings),
+            settings.dashboard_dir or REPO / "dashboard" / "dist",
         )
     )
 
@@ -152,7 +156,14 @@ async def run_stack(
     gateway = create_gateway(GatewayDeps(verifier, sessions, http, wake))
     public = uvicorn.Server(
         uvicorn.Config(
-            Router(api, gateway), host=host_, port=port, lifespan="off", log_level="warning"
+            Router(api, gateway),
+            host=host_,
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            # An open dashboard holds /events (and maybe a chat stream) forever: Ctrl-C
+            # must not wait for the browser to hang up.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     )
     ingress = uvicorn.Server(

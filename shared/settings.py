@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     """YAML resource contract (limits, per-role overrides, namespaces); built-in default
     when unset."""
 
+    dashboard_dir: Path | None = None
+    """The built dashboard (``dashboard/dist``) the API serves at ``/``; ``modelserve up``
+    uses the repository's when unset."""
+
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         if self.dev:

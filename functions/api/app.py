@@ -13,14 +13,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from cloudevents.http import CloudEvent
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.functions.api.dashboard import mount_dashboard
 from modelserve.functions.api.schemas import (
     CatalogModel,
     Model,
@@ -31,6 +33,7 @@ from modelserve.functions.api.schemas import (
     Token,
 )
 from modelserve.functions.api.security import auth_failure, requires
+from modelserve.functions.api.upload import UPLOAD_BODY, receive_model
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.base import Catalog, CatalogError
 from modelserve.shared import events as ev
@@ -48,6 +51,7 @@ from modelserve.shared.auth.users import authenticate
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role, ServerRecord, ServerStatus
 from modelserve.shared.settings import Settings
+from modelserve.shared.store.base import ObjectStore
 
 API_SOURCE = "/modelserve/api"
 EVENT_POLL_SECONDS = 0.5
@@ -63,6 +67,8 @@ class ApiDeps:
     publish: Publish
     catalog: Catalog
     applier: Applier
+    store: ObjectStore
+    dashboard_dir: Path | None = None
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -256,6 +262,38 @@ def create_app(deps: ApiDeps) -> FastAPI:
             ],
         )
 
+    @app.put(
+        "/models/{name}",
+        status_code=201,
+        response_model=Model,
+        tags=["models"],
+        openapi_extra=UPLOAD_BODY,
+    )
+    async def upload_model(
+        name: str,
+        request: Request,
+        claims: Claims = operator,
+        content_sha256: Annotated[
+            str | None, Header(alias="X-Content-SHA256", pattern=r"^[0-9a-fA-F]{64}$")
+        ] = None,
+    ) -> Model:
+        """Upload a GGUF as model ``name``: verified, stored, recorded (``models push``).
+
+        The body is the raw file (``application/octet-stream``). With
+        ``X-Content-SHA256`` (and Content-Length) the upload must match them.
+        """
+        return Model.of(
+            await receive_model(
+                name,
+                request,
+                store=deps.store,
+                sessions=deps.sessions,
+                work_dir=deps.settings.resolved_work_dir,
+                uploader=claims.subject,
+                expected_sha256=content_sha256,
+            )
+        )
+
     @app.get(
         "/models/available",
         response_model=list[CatalogModel],
@@ -294,4 +332,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
+    mount_dashboard(app, deps.dashboard_dir)
     return app

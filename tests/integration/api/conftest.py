@@ -25,6 +25,8 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import Settings, load_settings
+from modelserve.shared.store.base import ObjectStore
+from modelserve.shared.store.factory import make_store
 from support.asgi import serving
 
 PASSWORDS = {
@@ -67,7 +69,11 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
     await asyncio.to_thread(shutil.copyfile, tiny_model, catalog / "demo.gguf")
     contexts: list[Any] = []
 
-    async def build(wake: Wake | None = None) -> Stack:
+    async def build(
+        wake: Wake | None = None,
+        store: ObjectStore | None = None,
+        dashboard_dir: Path | None = None,
+    ) -> Stack:
         settings = load_settings(
             mode="local",
             data_dir=tmp_path,
@@ -91,6 +97,8 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
                 publish,
                 LocalCatalog(tmp_path / "catalog"),
                 LocalApplier(tmp_path / "modelserves"),
+                store or make_store(settings),
+                dashboard_dir,
             )
         )
         wakes: list[Any] = []

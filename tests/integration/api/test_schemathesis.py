@@ -21,6 +21,7 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import load_settings
+from modelserve.shared.store.factory import make_store
 
 ADMIN: dict[str, str] = {}
 
@@ -53,6 +54,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             publish,
             LocalCatalog(Path(root) / "catalog"),
             LocalApplier(Path(root) / "modelserves"),
+            make_store(settings_),
         )
     )
     # /events is an endless stream by design; everything else is generated.

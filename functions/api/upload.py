@@ -1,0 +1,130 @@
+"""``PUT /models/{name}``: a GGUF uploaded by a user becomes a mirrored model.
+
+The body streams into scratch space (never into memory), hashed on the way;
+then the same checks as a catalog mirror run (functions/ingest.py). The model's
+lease, shared with the mirror step, keeps an upload and a download of one name
+from racing for the same object key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import ClientDisconnect
+
+from modelserve.functions.ingest import (
+    IngestError,
+    check_model_name,
+    ingest,
+    lease_name,
+)
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import ModelRecord
+from modelserve.shared.store.base import CHUNK_SIZE, ObjectStore, StoreUnavailable
+
+LEASE_TTL = dt.timedelta(minutes=2)
+LEASE_REFRESH_SECONDS = 30.0
+
+# The OpenAPI description of the raw body (FastAPI cannot infer it from Request).
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+async def _existing(sessions: async_sessionmaker[AsyncSession], name: str) -> ModelRecord | None:
+    async with sessions() as session:
+        return await repo.get_model_by_name(session, name)
+
+
+async def _lease(
+    sessions: async_sessionmaker[AsyncSession], name: str, holder: str, *, take: bool
+) -> bool:
+    async with sessions.begin() as session:
+        if take:
+            return await repo.acquire_lease(session, lease_name(name), holder, LEASE_TTL)
+        await repo.release_lease(session, lease_name(name), holder)
+        return False
+
+
+async def _spool(
+    request: Request, scratch: Path, refresh: Any
+) -> tuple[int, str]:  # (size, sha256)
+    digest, size, buffer = hashlib.sha256(), 0, bytearray()
+    last_refresh = time.monotonic()
+    with scratch.open("wb") as handle:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            size += len(chunk)
+            buffer += chunk
+            if len(buffer) >= CHUNK_SIZE:
+                await asyncio.to_thread(handle.write, bytes(buffer))
+                buffer.clear()
+            if time.monotonic() - last_refresh > LEASE_REFRESH_SECONDS:
+                await refresh()
+                last_refresh = time.monotonic()
+        await asyncio.to_thread(handle.write, bytes(buffer))
+    return size, digest.hexdigest()
+
+
+async def receive_model(
+    name: str,
+    request: Request,
+    *,
+    store: ObjectStore,
+    sessions: async_sessionmaker[AsyncSession],
+    work_dir: Path,
+    uploader: str,
+    expected_sha256: str | None,
+) -> ModelRecord:
+    try:
+        check_model_name(name)
+    except IngestError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if await _existing(sessions, name) is not None:
+        raise HTTPException(409, f"model {name!r} already exists; upload it under another name")
+    length = request.headers.get("content-length")
+    expected_size = int(length) if length and length.isdigit() else None
+    holder = f"upload:{uploader}/{uuid.uuid4()}"
+    if not await _lease(sessions, name, holder, take=True):
+        raise HTTPException(409, f"model {name!r} is being mirrored or uploaded right now")
+    scratch = work_dir / "uploads" / f"{uuid.uuid4()}.part"
+    try:
+        await asyncio.to_thread(scratch.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            size, sha256 = await _spool(
+                request, scratch, lambda: _lease(sessions, name, holder, take=True)
+            )
+        except ClientDisconnect:
+            raise HTTPException(400, "the upload was interrupted; nothing was kept") from None
+        if expected_size is not None and size != expected_size:
+            raise HTTPException(
+                400, f"the upload was cut short: {size} of {expected_size} bytes arrived"
+            )
+        return await ingest(
+            scratch,
+            name,
+            store=store,
+            sessions=sessions,
+            source=f"upload:{uploader}",
+            size=size,
+            sha256=sha256,
+            expected_sha256=expected_sha256,
+        )
+    except IngestError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except StoreUnavailable as exc:
+        raise HTTPException(503, f"the object store is unavailable: {exc}") from None
+    finally:
+        await asyncio.to_thread(scratch.unlink, missing_ok=True)
+        await _lease(sessions, name, holder, take=False)

@@ -47,6 +47,9 @@ class ServerUnavailable(RuntimeError):
     """The server could not be brought up (or is not known); the message says why."""
 
 
+USAGE_ERROR = 2  # the runtime's exit code for invalid parameters (see modelserve runtime)
+
+
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A runtime in its own process group (so stopping it stops its children too)."""
     with log_path.open("ab") as output:
@@ -67,6 +70,7 @@ class Supervised:
     process: subprocess.Popen[bytes] | None = None
     port: int | None = None
     log_path: Path | None = None
+    log_offset: int = 0  # where this start's output begins in the (appended) log
     ready: bool = False
     stopping: bool = False
     idle: bool = False
@@ -153,6 +157,7 @@ class LocalBackend:
         item.port = free_port()
         item.log_path = self.log_dir / f"{item.spec.server_uuid}.log"
         item.log_path.parent.mkdir(parents=True, exist_ok=True)
+        item.log_offset = item.log_path.stat().st_size if item.log_path.exists() else 0
         item.ready, item.idle, item.stopping, item.failed = False, False, False, None
         await self._record(
             item.spec.server_uuid,
@@ -200,13 +205,18 @@ class LocalBackend:
     def _tail(self, item: Supervised, lines: int = 8) -> str:
         if item.log_path is None or not item.log_path.exists():
             return ""
-        text = item.log_path.read_text(errors="replace").strip().splitlines()
+        with item.log_path.open("rb") as handle:
+            handle.seek(item.log_offset)
+            text = handle.read().decode(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
     async def _crashed(self, item: Supervised) -> None:
         code = item.process.returncode if item.process else None
         item.process, item.ready = None, False
         item.crashes += 1
+        if code == USAGE_ERROR:  # bad parameters fail the same way every time
+            await self._give_up(item, f"the runtime refused its parameters: {self._tail(item)}")
+            return
         if item.crashes >= self.max_crashes:
             await self._give_up(
                 item,

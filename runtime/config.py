@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "MODELSERVE_RUNTIME_"
 MAX_CONTEXT = 1 << 20
+DEFAULT_N_BATCH = 512
 
 
 class RuntimeConfigError(ValueError):
@@ -43,7 +44,7 @@ class RuntimeConfig(BaseModel):
     n_gpu_layers: int = Field(default=0, ge=-1)
     """Layers to offload to the GPU; -1 offloads all (GPU builds only)."""
 
-    n_batch: int = Field(default=512, ge=1, le=1 << 16)
+    n_batch: int = Field(default=DEFAULT_N_BATCH, ge=1, le=1 << 16)
     """Prompt-processing batch size."""
 
     chat_template: str | None = None
@@ -83,8 +84,13 @@ class RuntimeConfig(BaseModel):
 
 def build_config(**values: object) -> RuntimeConfig:
     """Validate; the first problem becomes a RuntimeConfigError naming the parameter."""
+    given = {k: v for k, v in values.items() if v is not None}
+    n_ctx = given.get("n_ctx")
+    if "n_batch" not in given and isinstance(n_ctx, int):
+        # A small context with the default batch would be refused; the batch follows it.
+        given["n_batch"] = min(DEFAULT_N_BATCH, n_ctx)
     try:
-        config = RuntimeConfig.model_validate({k: v for k, v in values.items() if v is not None})
+        config = RuntimeConfig.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

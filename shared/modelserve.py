@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modelserve.dev"
@@ -37,6 +37,12 @@ class RuntimeParams(_Camel):
     seed: int | None = Field(default=None, ge=0)
     max_queue: int | None = Field(default=None, ge=0)
     embeddings: bool | None = None
+
+    @model_validator(mode="after")
+    def _batch_fits_context(self) -> RuntimeParams:
+        if self.n_batch is not None and self.n_ctx is not None and self.n_batch > self.n_ctx:
+            raise ValueError(f"n_batch ({self.n_batch}) may not exceed n_ctx ({self.n_ctx})")
+        return self
 
     def as_runtime_args(self) -> dict[str, Any]:
         """Set values keyed like the runtime's MODELSERVE_RUNTIME_* variables."""

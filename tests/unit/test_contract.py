@@ -124,3 +124,21 @@ def test_cpu_quantities_and_errors() -> None:
     for bad in ("8 GB", "-1", "lots", "1.2.3Gi"):
         with pytest.raises(ValueError, match="not a resource quantity"):
             memory_bytes(bad)
+
+
+def test_runtime_params_refuse_a_batch_larger_than_the_context() -> None:
+    import pydantic
+
+    from modelserve.shared.modelserve import RuntimeParams
+
+    with pytest.raises(pydantic.ValidationError, match=r"n_batch \(1024\) may not exceed n_ctx"):
+        RuntimeParams(n_ctx=256, n_batch=1024)
+    assert RuntimeParams(n_ctx=256, n_batch=256).n_batch == 256
+
+
+def test_the_runtime_batch_follows_a_small_context() -> None:
+    from modelserve.runtime.config import build_config
+
+    assert build_config(model="m.gguf", n_ctx=256).n_batch == 256
+    assert build_config(model="m.gguf", n_ctx=4096).n_batch == 512
+    assert build_config(model="m.gguf", n_ctx=4096, n_batch=64).n_batch == 64

@@ -128,6 +128,22 @@ async def test_a_model_that_cannot_load_fails_with_its_reason(
         await backend.ensure_running(server)
 
 
+async def test_refused_parameters_fail_at_once(
+    world: tuple[LocalBackend, Sessions, Path], tmp_path: Path
+) -> None:
+    backend, sessions, model = world
+    missing = tmp_path / "no-such-template.jinja"
+    server = await serve(
+        sessions, backend.root, model, runtime=ms.RuntimeParams(chat_template=f"@{missing}")
+    )
+    record = await wait_for_status(sessions, server, "failed")
+    assert record.status_message is not None
+    assert "refused its parameters" in record.status_message
+    assert "cannot read" in record.status_message
+    assert record.status_message.count("cannot read") == 1  # this start's output only
+    assert backend.servers[server].crashes == 1  # exit 2 is not retried
+
+
 async def test_deleting_the_modelserve_stops_the_server(
     world: tuple[LocalBackend, Sessions, Path],
 ) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelserve.shared.db.models import ModelRecord, ServerRecord
 from modelserve.shared.modelserve import RuntimeParams
@@ -46,6 +46,9 @@ class Server(BaseModel):
     owner: str | None
     status: str
     status_message: str | None
+    violations: list[str] = Field(
+        default_factory=list, description="Each resource-contract violation, when it failed so."
+    )
     progress: float | None
     replicas: int
     runtime_params: dict[str, Any]
@@ -58,6 +61,11 @@ class Server(BaseModel):
     namespace: str | None
     inference_service: str | None
     gateway_url: str | None
+
+    @field_validator("violations", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return value or []
 
     @classmethod
     def of(cls, record: ServerRecord) -> Server:

@@ -53,7 +53,13 @@ async def _fail(step: str, event: CloudEvent, ctx: StepContext, failure: StepFai
     if failure.violations:
         message = f"{failure.reason}: " + "; ".join(failure.violations)
     try:
-        await ctx.set_status(server, ServerStatus.FAILED, status_message=message, progress=None)
+        await ctx.set_status(
+            server,
+            ServerStatus.FAILED,
+            status_message=message,
+            progress=None,
+            violations=failure.violations or None,
+        )
     except repo.NotFound:
         log.warning("serve %s failed before its server record existed: %s", server, message)
     data = ev.ServeFailed(

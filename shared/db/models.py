@@ -156,6 +156,7 @@ class ServerRecord(Base):
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default=ServerStatus.REQUESTED.value)
     status_message: Mapped[str | None] = mapped_column(Text)
+    violations: Mapped[list[str] | None] = mapped_column(JSON)  # contract reasons, one each
     progress: Mapped[float | None] = mapped_column(Float)
     memory_current_mb: Mapped[float | None] = mapped_column(Float)
     memory_max_mb: Mapped[float | None] = mapped_column(Float)

@@ -12,7 +12,7 @@ from cloudevents.http import CloudEvent
 from sqlalchemy import func, select
 
 from modelserve.functions.appliers import LocalApplier
-from modelserve.functions.steps.mirror import model_uuid, object_key
+from modelserve.functions.ingest import model_uuid, object_key
 from modelserve.shared import events as ev
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
@@ -193,6 +193,7 @@ async def test_contract_violation_lists_every_reason(
     assert record.status == "failed"
     for field in ("namespace", "replicas", "cpu", "context_length"):
         assert field in (record.status_message or "")
+    assert record.violations == body.violations  # kept one by one for the dashboard
 
 
 async def test_unknown_model_fails_at_the_catalog(pipeline_factory: Any) -> None:

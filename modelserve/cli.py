@@ -19,6 +19,9 @@ from typing import Annotated
 
 import typer
 
+from modelserve.remote import fail as _fail
+from modelserve.remote import mint_token, register
+
 app = typer.Typer(
     name="modelserve",
     help="Serverless serving of GGUF language models: embedded stack, pipeline and runtime.",
@@ -91,36 +94,7 @@ def token(
     user: Annotated[str, typer.Option(help="User to mint the token for.")] = "admin",
 ) -> None:
     """Print an access token for a user of that data directory (only the token)."""
-    import asyncio
-
-    from modelserve.shared.auth.tokens import TokenIssuer
-    from modelserve.shared.db import repo
-    from modelserve.shared.db.engine import make_engine, make_sessionmaker
-    from modelserve.shared.db.models import Role
-    from modelserve.stack import secret_file, stack_settings
-
-    if not secret_file(data_dir).exists():
-        raise _fail(f"{data_dir} is not a modelserve data directory (run `modelserve up` first)")
-    settings = stack_settings(data_dir, "127.0.0.1", 8080, dev=True)
-
-    async def lookup() -> str | None:
-        engine = make_engine(settings.resolved_database_url)
-        try:
-            async with make_sessionmaker(engine)() as session:
-                found = await repo.get_user(session, user)
-                return found.role if found else None
-        finally:
-            await engine.dispose()
-
-    role = asyncio.run(lookup())
-    if role is None:
-        raise _fail(f"no user {user!r} in {data_dir}")
-    typer.echo(TokenIssuer.from_settings(settings).access_token(user, Role(role)))
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=code)
+    typer.echo(mint_token(data_dir, user))
 
 
 @app.command("gen-model")
@@ -172,7 +146,9 @@ def runtime(
     n_gpu_layers: Annotated[
         int, typer.Option(envvar=_env("n_gpu_layers"), help="-1 offloads every layer.")
     ] = 0,
-    n_batch: Annotated[int, typer.Option(envvar=_env("n_batch"))] = 512,
+    n_batch: Annotated[
+        int | None, typer.Option(envvar=_env("n_batch"), help="Default: min(512, n_ctx).")
+    ] = None,
     chat_template: Annotated[
         str | None,
         typer.Option(
@@ -260,6 +236,9 @@ def operator_command(
             pkeyfile=str(webhook_key),
         )
     asyncio.run(operate(settings, post_events=post_events, webhook=webhook))
+
+
+register(app)
 
 
 def main() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,45 +17,9 @@ import psutil
 import pytest
 
 from modelserve.shared.net import free_port
+from support.stack import stack
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def stack(data_dir: Path, port: int) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelserve",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    token: str | None = None
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    assert process.stdout is not None
-    while token is None:
-        assert time.monotonic() < deadline, "\n".join(lines[-20:])
-        line = process.stdout.readline()
-        assert line or process.poll() is None, "\n".join(lines[-20:])
-        lines.append(line.rstrip())
-        if line.startswith("admin token: "):
-            token = line.split(": ", 1)[1].strip()
-    try:
-        yield f"http://127.0.0.1:{port}", token, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            process.wait(60)
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -68,7 +31,8 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def test_up_serve_chat_restart(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
-    with stack(data, port) as (url, token, process):
+    with stack(data, port) as up:
+        url, token, process = up.url, up.token, up.process
         auth = {"Authorization": f"Bearer {token}"}
         accepted = httpx.post(
             f"{url}/serve",
@@ -112,9 +76,69 @@ def test_up_serve_chat_restart(tmp_path: Path) -> None:
             "orphan processes after Ctrl-C"
         )
 
-    with stack(data, free_port()) as (url, token, _):
+    with stack(data, free_port()) as up:
+        url, token = up.url, up.token
         auth = {"Authorization": f"Bearer {token}"}
         again = httpx.get(f"{url}/servers/{server}", headers=auth, timeout=10)
         assert again.status_code == 200 and again.json()["model_name"] == "demo"
         models = httpx.get(f"{url}/models", headers=auth, timeout=10).json()
         assert [m["model_name"] for m in models["mirrored"]] == ["demo"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelserve", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_cli_push_serve_list_stop(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    model = tmp_path / "pushed.gguf"
+    assert cli("gen-model", str(model), "--preset", "tiny", "--seed", "7").returncode == 0
+    with stack(data, port) as up:
+        url, token = up.url, up.token
+        by_env = {"MODELSERVE_URL": url, "MODELSERVE_TOKEN": token}
+        pushed = cli("models", "push", str(model), env=by_env)
+        assert pushed.returncode == 0, pushed.stderr
+        assert "model pushed" in pushed.stdout
+
+        listed = cli("models", "ls", "--url", url, "--data-dir", str(data))  # token minted
+        assert listed.returncode == 0, listed.stderr
+        rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
+        assert rows == {"pushed": "mirrored", "demo": "catalog"}
+
+        served = cli("serve", "pushed", "--param", "n_ctx=256", env=by_env)
+        assert served.returncode == 0, served.stdout + served.stderr
+        server = served.stdout.split()[1].rstrip(":")
+        assert f"ready: OpenAI base_url {url}/{server}/v1" in served.stdout
+        assert "loading" in served.stdout  # progress was shown on the way
+
+        table = cli("servers", env=by_env)
+        assert server in table.stdout and "ready" in table.stdout
+
+        missing = cli("serve", "no-such-model", env=by_env)
+        assert missing.returncode == 1 and "not in the catalog" in missing.stderr
+        bad_param = cli("serve", "pushed", "--param", "n_ctx=64", "--param", "n_batch=128")
+        assert bad_param.returncode == 2 and "may not exceed n_ctx" in bad_param.stderr
+        refused = cli("servers", "--url", url, "--token", "not-a-jwt")
+        assert refused.returncode == 1 and "401" in refused.stderr
+        corrupt = tmp_path / "corrupt.gguf"
+        corrupt.write_bytes(b"GGUF" + b"\0" * 64)
+        rejected = cli("models", "push", str(corrupt), env=by_env)
+        assert rejected.returncode == 2 and "not a usable GGUF" in rejected.stderr
+
+        stopped = cli("stop", server, env=by_env)
+        assert stopped.returncode == 0 and "deleting" in stopped.stdout
+        deadline = time.monotonic() + 60
+        while True:
+            found = cli("servers", "--json", env=by_env)
+            status = {s["server_uuid"]: s["status"] for s in json.loads(found.stdout)}[server]
+            if status == "deleted":
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)

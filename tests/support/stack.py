@@ -1,0 +1,69 @@
+"""`modelserve up` as a subprocess on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Up:
+    url: str
+    token: str
+    process: subprocess.Popen[str]
+    admin_password: str | None  # printed on the first start only
+    log: deque[str]  # the last lines it printed
+
+
+@contextmanager
+def stack(data_dir: Path, port: int) -> Iterator[Up]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelserve",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    token: str | None = None
+    password: str | None = None
+    lines: deque[str] = deque(maxlen=200)
+    deadline = time.monotonic() + 120
+    assert process.stdout is not None
+    while token is None:
+        assert time.monotonic() < deadline, "\n".join(lines)
+        line = process.stdout.readline()
+        assert line or process.poll() is None, "\n".join(lines)
+        lines.append(line.rstrip())
+        if line.startswith("admin password (shown once): "):
+            password = line.split(": ", 1)[1].strip()
+        if line.startswith("admin token: "):
+            token = line.split(": ", 1)[1].strip()
+    # Keep reading: a full pipe would block the stack's logging, and so the stack.
+    drain = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    drain.start()
+    up = Up(f"http://127.0.0.1:{port}", token, process, password, lines)
+    try:
+        yield up
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(60)
+        drain.join(10)

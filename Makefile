@@ -6,15 +6,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.modelserve-installed
 PYTEST_ARGS ?=
+NPM    ?= npm
+DASH   := dashboard
+DASH_MODULES := $(DASH)/node_modules/.package-lock.json
+DASH_BUILD   := $(DASH)/dist/index.html
+DASH_SOURCES := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html \
+	$(DASH)/vite.config.ts $(DASH)/tsconfig.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test up clean
+.PHONY: help install dashboard lint test up clean
 
 help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
 	@echo "make test     lint + the whole test suite (real Postgres, MinIO, Kubernetes API)"
 	@echo "make lint     ruff + mypy + import contracts"
-	@echo "make install  create .venv and install modelserve with all extras"
+	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 
 # Reinstall when the dependency list changes; the editable install picks up
 # code changes by itself.
@@ -26,19 +32,33 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet --progress-bar off -e ".[all]"
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The dashboard: npm ci when the lock file changes, a Vite build when a source does.
+$(DASH_MODULES): $(DASH)/package.json $(DASH)/package-lock.json
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("the dashboard needs Node.js >= 20.19, found "+process.versions.node); process.exit(1) }'
+	cd $(DASH) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $(DASH_MODULES)
+
+$(DASH_BUILD): $(DASH_MODULES) $(DASH_SOURCES)
+	cd $(DASH) && $(NPM) run --silent build
+
+dashboard: $(DASH_BUILD)
+
+install: $(STAMP) $(DASH_BUILD)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd $(DASH) && $(NPM) run --silent typecheck
 
 test: install lint
+	cd $(DASH) && $(NPM) run --silent test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 up: install
 	$(BIN)/modelserve up
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		$(DASH)/node_modules $(DASH)/dist

@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet --progress-bar off -e ".[all]"
 	@touch $(STAMP)
 
-# The dashboard: npm ci when the lock file changes, a Vite build when a source does.
+# The dashboard: npm install when the lock file changes, a Vite build when a source
+# does. `npm install`, not `npm ci`: npm 11 writes lock files without the other
+# platforms' optional packages (rollup's), which `npm ci` then rejects; with the
+# lock file present, install keeps its versions.
 $(DASH_MODULES): $(DASH)/package.json $(DASH)/package-lock.json
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("the dashboard needs Node.js >= 20.19, found "+process.versions.node); process.exit(1) }'
-	cd $(DASH) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	cd $(DASH) && $(NPM) install --no-audit --no-fund --loglevel=error
 	@touch $(DASH_MODULES)
 
 $(DASH_BUILD): $(DASH_MODULES) $(DASH_SOURCES)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from modelserve.functions.catalog.base import Catalog, SignedModel
+from modelserve.shared.hashing import hash_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
@@ -30,17 +31,6 @@ class DownloadError(RuntimeError):
 
 class UntrustedSource(DownloadError):
     """The URL points outside the configured catalog's origins."""
-
-
-def _hash_existing(path: Path) -> tuple[int, hashlib._Hash]:
-    digest = hashlib.sha256()
-    size = 0
-    if path.exists():
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    return size, digest
 
 
 def _copy_file(source: Path, dest: Path, offset: int, digest: hashlib._Hash) -> tuple[int, int]:
@@ -76,7 +66,7 @@ async def fetch(
 ) -> tuple[int, str]:
     """Download ``model`` into ``dest``; returns (size, sha256) of the whole file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    offset, digest = await asyncio.to_thread(_hash_existing, dest)
+    offset, digest = await asyncio.to_thread(hash_file, dest)
     current, failures, last_report = signed, 0, 0.0
     total = signed.size_bytes
 

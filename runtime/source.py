@@ -16,21 +16,13 @@ import logging
 from pathlib import Path
 
 from modelserve.shared.gguf_inspect import GGUFError, GGUFInfo, inspect_gguf
+from modelserve.shared.hashing import sha256_file
 
 log = logging.getLogger(__name__)
-HASH_CHUNK = 4 * 1024 * 1024
 
 
 class ModelSourceError(RuntimeError):
     """The model cannot be found, fetched or trusted; the message says which."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _single_gguf(directory: Path, model_name: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from modelserve.functions.api.schemas import Model, Models, ServeAccepted, ServeBody, Server
-from modelserve.functions.ingest import sha256_of
+from modelserve.shared.hashing import sha256_file
 
 UPLOAD_CHUNK = 1024 * 1024
 # Statuses after which waiting for "ready" is pointless.
@@ -124,7 +124,7 @@ class ApiClient:
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Length": str(size),
-            "X-Content-SHA256": sha256_of(path),
+            "X-Content-SHA256": sha256_file(path),
         }
         return Model.model_validate(
             self._call(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -50,8 +51,26 @@ class ServerUnavailable(RuntimeError):
 USAGE_ERROR = 2  # the runtime's exit code for invalid parameters (see modelserve runtime)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel sends SIGTERM when the thread that started it dies.
+
+    A clean stop terminates runtimes itself; this covers the stack being killed or
+    interrupted twice mid-shutdown, which would otherwise leave orphans.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A runtime in its own process group (so stopping it stops its children too)."""
+    """A runtime in its own process group (so stopping it stops its children too).
+
+    Called on the event loop's thread, not a worker thread: the parent-death
+    signal fires when the starting *thread* exits.
+    """
     with log_path.open("ab") as output:
         return subprocess.Popen(
             argv,
@@ -59,6 +78,7 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # only prctl: safe between fork and exec
             env=env,
         )
 
@@ -165,9 +185,7 @@ class LocalBackend:
             status_message="starting the runtime",
             internal_url=item.url,
         )
-        item.process = await asyncio.to_thread(
-            _spawn, self._argv(item), item.log_path, {**os.environ, **self.env}
-        )
+        item.process = _spawn(self._argv(item), item.log_path, {**os.environ, **self.env})
         item.last_used = self.clock()
         deadline = self.clock() + self.startup_timeout
         async with httpx.AsyncClient(timeout=2) as http:

@@ -142,3 +142,15 @@ def test_cli_push_serve_list_stop(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, status
             time.sleep(0.5)
+
+
+def test_runtimes_die_with_a_killed_stack(tmp_path: Path) -> None:
+    with stack(tmp_path / "data", free_port()) as up:
+        served = cli("serve", "demo", "--param", "n_ctx=256", "--url", up.url, "--token", up.token)
+        assert served.returncode == 0, served.stdout + served.stderr
+        runtimes = [c for c in descendants(up.process.pid) if "runtime" in " ".join(c.cmdline())]
+        assert runtimes
+        up.process.kill()  # SIGKILL: no cleanup code runs in the stack
+        up.process.wait(10)
+        _gone, alive = psutil.wait_procs(runtimes, timeout=15)
+        assert not alive, f"orphan runtimes after the stack was killed: {alive}"

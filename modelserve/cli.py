@@ -60,17 +60,24 @@ def up(
     def ready(info: StackInfo) -> None:
         lines = [
             "",
-            f"modelserve is up at {info.url}  (API docs: {info.url}/docs)",
+            f"modelserve is up at {info.url}",
+            f"dashboard: {info.url}/  (sign in as {info.admin_username})",
+            f"API docs: {info.url}/docs",
             f"data directory: {info.data_dir.resolve()}",
         ]
         if info.admin_password:
             lines.append(f"admin password (shown once): {info.admin_password}")
         if dev:
             lines.append(f"admin token: {info.admin_token}")
+        where = "" if info.url == "http://127.0.0.1:8080" else f" --url {info.url}"
+        where += "" if info.data_dir == Path(".data") else f" --data-dir {info.data_dir}"
         lines += [
             "",
-            "serve the demo model:",
-            f"  curl -s -X POST {info.url}/serve -H 'Authorization: Bearer $TOKEN' "
+            "serve the demo model (in another shell):",
+            f"  .venv/bin/modelserve serve demo{where}" + ("" if dev else " --token $TOKEN"),
+            "or with curl:",
+            f"  TOKEN=$(.venv/bin/modelserve token --data-dir {info.data_dir})",
+            f'  curl -s -X POST {info.url}/serve -H "Authorization: Bearer $TOKEN" '
             "-H 'Content-Type: application/json' -d '{\"model\": \"demo\"}'",
             "then chat with it (OpenAI client):",
             f"  OpenAI(base_url='{info.url}/<server_uuid>/v1', api_key=TOKEN)",

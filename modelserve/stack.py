@@ -94,6 +94,7 @@ class StackInfo:
     admin_token: str
     admin_password: str | None
     data_dir: Path
+    admin_username: str = "admin"
 
 
 def _serve_functions(settings: Settings) -> tuple[dict[str, str], list[BaseWSGIServer]]:
@@ -189,6 +190,7 @@ async def run_stack(
                     issuer.access_token(admin.username, Role(admin.role)),
                     generated,
                     settings.data_dir,
+                    admin.username,
                 )
             )
         if stop is not None:

@@ -163,6 +163,25 @@ describe("ServePage", () => {
     expect(screen.queryByText("replicas: Input should be less than or equal to 100")).toBeNull();
   });
 
+  it("shows the mirror's progress while it runs", async () => {
+    const mirroring = server({ status: "mirroring", progress: 42, status_message: "mirroring big: 42 of 100 bytes" });
+    const { fetcher } = fakeFetch({
+      "GET /models": () => json(MODELS),
+      "POST /serve": () =>
+        json({ server_uuid: mirroring.server_uuid, status: "requested", status_url: "", gateway_url: "" }, 202),
+      [`GET /servers/${mirroring.server_uuid}`]: () => json(mirroring),
+    });
+    render(<LiveServers fetcher={fetcher}>{<ServePage />}</LiveServers>);
+    const user = userEvent.setup();
+    await screen.findByLabelText("Model");
+    await user.click(screen.getByRole("button", { name: "Serve" }));
+    const bar = await screen.findByRole("progressbar", { name: "Mirror progress" });
+    expect(bar).toHaveAttribute("value", "42");
+    expect(screen.getByText("mirroring big: 42 of 100 bytes")).toBeInTheDocument();
+    expect(screen.getByText("checking").className).toBe("done");
+    expect(screen.getByText("mirroring", { selector: "li" }).className).toBe("current");
+  });
+
   it("tells a viewer they may not serve", async () => {
     const { fetcher } = fakeFetch({ "GET /models": () => json(MODELS) });
     renderWith(<ServePage />, {

@@ -14,12 +14,13 @@ DASH_SOURCES := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html
 	$(DASH)/vite.config.ts $(DASH)/tsconfig.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install dashboard lint test up clean
+.PHONY: help install dashboard lint test up bench clean
 
 help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
 	@echo "make test     lint + the whole test suite (real Postgres, MinIO, Kubernetes API)"
 	@echo "make lint     ruff + mypy + import contracts"
+	@echo "make bench    gateway overhead and serve -> ready times (table + bench/results/*.json)"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 
 # Reinstall when the dependency list changes; the editable install picks up
@@ -61,6 +62,10 @@ test: install lint
 
 up: install
 	$(BIN)/modelserve up
+
+# Benchmarks print a table and write JSON to bench/results/; never part of `make test`.
+bench: install
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \

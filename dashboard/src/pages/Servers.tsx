@@ -1,4 +1,4 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import type { Server } from "../api";
 import { StatusBadge } from "../components/StatusBadge";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -10,9 +10,19 @@ export function sortServers(servers: Iterable<Server>): Server[] {
   return [...servers].sort((a, b) => b.created_at.localeCompare(a.created_at));
 }
 
+/** Re-render now and then, so "2 min ago" does not stand still. */
+function useTick(ms: number): void {
+  const [, setTick] = useState(0);
+  useEffect(() => {
+    const timer = setInterval(() => setTick((t) => t + 1), ms);
+    return () => clearInterval(timer);
+  }, [ms]);
+}
+
 export function ServersPage() {
   const { servers, serversError } = useApp();
   const [showDeleted, setShowDeleted] = useState(false);
+  useTick(15_000);
   if (servers === null) {
     return serversError ? <ErrorBox title="Cannot load servers" message={serversError} /> : <Loading what="servers" />;
   }

@@ -9,6 +9,7 @@ that fails any check is deleted and nothing becomes visible.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from modelserve.shared.store.base import CHUNK_SIZE, ObjectIntegrityError, Objec
 MODEL_NAMESPACE = uuid.UUID("0b8f8a0e-3c6e-4f55-a1c9-5d0f3b0e7a21")
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME_LENGTH = 128
+LEASE_TTL = dt.timedelta(minutes=2)  # writers renew it while they work
 
 
 class IngestError(Exception):
@@ -43,11 +45,16 @@ def lease_name(name: str) -> str:
     return f"mirror:{name}"
 
 
+def is_model_name(name: str) -> bool:
+    """Safe in object keys and file names: letters, digits, '.', '_', '-'; no leading '.'."""
+    return bool(name) and set(name) <= NAME_CHARS and not name.startswith(".")
+
+
 def check_model_name(name: str) -> str:
-    """Model names become object keys and file names: letters, digits, '.', '_', '-'."""
+    """A new model's name (an upload): also bounded, and no leading '-'."""
     if not name or len(name) > MAX_NAME_LENGTH:
         raise IngestError(f"a model name needs 1..{MAX_NAME_LENGTH} characters")
-    if not set(name) <= NAME_CHARS or name.startswith((".", "-")):
+    if not is_model_name(name) or name.startswith("-"):
         raise IngestError(
             f"{name!r} is not a valid model name: use letters, digits, '.', '_' and '-', "
             "not starting with '.' or '-'"

@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 
+from modelserve.remote import DEFAULT_DATA_DIR, DEFAULT_URL, mint_token, register
 from modelserve.remote import fail as _fail
-from modelserve.remote import mint_token, register
 
 app = typer.Typer(
     name="modelserve",
@@ -42,9 +42,9 @@ def up(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port for the API, gateway and dashboard.")] = 8080,
-    data_dir: Annotated[Path, typer.Option(help="SQLite, object store, logs, secrets.")] = Path(
-        ".data"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="SQLite, object store, logs, secrets.")
+    ] = DEFAULT_DATA_DIR,
     dev: Annotated[bool, typer.Option(help="Dev mode: generated admin, printed token.")] = True,
 ) -> None:
     """Run the whole embedded stack: API + gateway, broker, pipeline, local backend."""
@@ -69,8 +69,8 @@ def up(
             lines.append(f"admin password (shown once): {info.admin_password}")
         if dev:
             lines.append(f"admin token: {info.admin_token}")
-        where = "" if info.url == "http://127.0.0.1:8080" else f" --url {info.url}"
-        where += "" if info.data_dir == Path(".data") else f" --data-dir {info.data_dir}"
+        where = "" if info.url == DEFAULT_URL else f" --url {info.url}"
+        where += "" if info.data_dir == DEFAULT_DATA_DIR else f" --data-dir {info.data_dir}"
         lines += [
             "",
             "serve the demo model (in another shell):",
@@ -95,9 +95,9 @@ def up(
 
 @app.command()
 def token(
-    data_dir: Annotated[Path, typer.Option(help="The data directory of `modelserve up`.")] = Path(
-        ".data"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="The data directory of `modelserve up`.")
+    ] = DEFAULT_DATA_DIR,
     user: Annotated[str, typer.Option(help="User to mint the token for.")] = "admin",
 ) -> None:
     """Print an access token for a user of that data directory (only the token)."""

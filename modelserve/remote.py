@@ -36,6 +36,7 @@ DataDir = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_DATA_DIR = Path(".data")  # what `modelserve up` uses
 T = TypeVar("T")
 
 models_app = typer.Typer(help="Mirrored and catalog models.", no_args_is_help=True)
@@ -148,7 +149,7 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 600.0,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    data_dir: DataDir = Path(".data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Serve a model: prints its server UUID and, once ready, its OpenAI base URL."""
     try:
@@ -196,7 +197,7 @@ def servers(
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    data_dir: DataDir = Path(".data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """List every server: status, model, memory, CPU, times and URL."""
     found = _run(_client(url, token, data_dir), lambda c: c.servers())
@@ -227,7 +228,7 @@ def stop(
     server_uuid: Annotated[uuid.UUID, typer.Argument(help="The server's UUID.")],
     url: Url = DEFAULT_URL,
     token: Token = None,
-    data_dir: DataDir = Path(".data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Stop and delete a server (its model stays mirrored)."""
     server = _run(_client(url, token, data_dir), lambda c: c.delete(server_uuid))
@@ -239,7 +240,7 @@ def models_ls(
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    data_dir: DataDir = Path(".data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Mirrored models (size, quantisation, architecture, context, sha256) and the catalog."""
     found = _run(_client(url, token, data_dir), lambda c: c.models())
@@ -276,7 +277,7 @@ def models_push(
     name: Annotated[str | None, typer.Option(help="Model name; default: the file's stem.")] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    data_dir: DataDir = Path(".data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Upload a GGUF into the store (checked here first, verified by the server)."""
     from rich.progress import (

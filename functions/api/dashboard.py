@@ -28,7 +28,7 @@ HEADERS = {
 }
 MISSING = """<!doctype html><meta charset="utf-8"><title>modelserve</title>
 <h1>modelserve</h1><p>The dashboard is not built. Run <code>make install</code>
-(or <code>npm --prefix dashboard ci &amp;&amp; npm --prefix dashboard run build</code>).
+(or just the dashboard: <code>make dashboard</code>).
 The API is here: <a href="docs">/docs</a>.</p>"""
 
 

@@ -9,10 +9,10 @@ from racing for the same object key.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import ClientDisconnect
 
 from modelserve.functions.ingest import (
+    LEASE_TTL,
     IngestError,
     check_model_name,
     ingest,
@@ -30,7 +31,6 @@ from modelserve.shared.db import repo
 from modelserve.shared.db.models import ModelRecord
 from modelserve.shared.store.base import CHUNK_SIZE, ObjectStore, StoreUnavailable
 
-LEASE_TTL = dt.timedelta(minutes=2)
 LEASE_REFRESH_SECONDS = 30.0
 
 # The OpenAPI description of the raw body (FastAPI cannot infer it from Request).
@@ -42,23 +42,20 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-async def _existing(sessions: async_sessionmaker[AsyncSession], name: str) -> ModelRecord | None:
-    async with sessions() as session:
-        return await repo.get_model_by_name(session, name)
-
-
-async def _lease(
-    sessions: async_sessionmaker[AsyncSession], name: str, holder: str, *, take: bool
-) -> bool:
+async def _take_lease(sessions: async_sessionmaker[AsyncSession], name: str, holder: str) -> bool:
     async with sessions.begin() as session:
-        if take:
-            return await repo.acquire_lease(session, lease_name(name), holder, LEASE_TTL)
+        return await repo.acquire_lease(session, lease_name(name), holder, LEASE_TTL)
+
+
+async def _release_lease(
+    sessions: async_sessionmaker[AsyncSession], name: str, holder: str
+) -> None:
+    async with sessions.begin() as session:
         await repo.release_lease(session, lease_name(name), holder)
-        return False
 
 
 async def _spool(
-    request: Request, scratch: Path, refresh: Any
+    request: Request, scratch: Path, refresh: Callable[[], Awaitable[object]]
 ) -> tuple[int, str]:  # (size, sha256)
     digest, size, buffer = hashlib.sha256(), 0, bytearray()
     last_refresh = time.monotonic()
@@ -91,19 +88,23 @@ async def receive_model(
         check_model_name(name)
     except IngestError as exc:
         raise HTTPException(422, str(exc)) from None
-    if await _existing(sessions, name) is not None:
-        raise HTTPException(409, f"model {name!r} already exists; upload it under another name")
     length = request.headers.get("content-length")
     expected_size = int(length) if length and length.isdigit() else None
     holder = f"upload:{uploader}/{uuid.uuid4()}"
-    if not await _lease(sessions, name, holder, take=True):
+    if not await _take_lease(sessions, name, holder):
         raise HTTPException(409, f"model {name!r} is being mirrored or uploaded right now")
     scratch = work_dir / "uploads" / f"{uuid.uuid4()}.part"
     try:
+        # Checked under the lease: a mirror that finished just before cannot be overwritten.
+        async with sessions() as session:
+            if await repo.get_model_by_name(session, name) is not None:
+                raise HTTPException(
+                    409, f"model {name!r} already exists; upload it under another name"
+                )
         await asyncio.to_thread(scratch.parent.mkdir, parents=True, exist_ok=True)
         try:
             size, sha256 = await _spool(
-                request, scratch, lambda: _lease(sessions, name, holder, take=True)
+                request, scratch, lambda: _take_lease(sessions, name, holder)
             )
         except ClientDisconnect:
             raise HTTPException(400, "the upload was interrupted; nothing was kept") from None
@@ -127,4 +128,4 @@ async def receive_model(
         raise HTTPException(503, f"the object store is unavailable: {exc}") from None
     finally:
         await asyncio.to_thread(scratch.unlink, missing_ok=True)
-        await _lease(sessions, name, holder, take=False)
+        await _release_lease(sessions, name, holder)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from modelserve.functions.catalog.base import Catalog, CatalogEntry, ModelNotInCatalog, SignedModel
-from modelserve.functions.ingest import NAME_CHARS
+from modelserve.functions.ingest import NAME_CHARS, is_model_name
 
 
 class LocalCatalog(Catalog):
@@ -18,7 +18,7 @@ class LocalCatalog(Catalog):
         self.root = root.resolve()
 
     def _path(self, model: str) -> Path:
-        if not model or not set(model) <= NAME_CHARS or model.startswith("."):
+        if not is_model_name(model):
             raise ModelNotInCatalog(f"{model!r} is not a valid model name")
         return self.root / f"{model}.gguf"
 

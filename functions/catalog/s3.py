@@ -18,7 +18,7 @@ from modelserve.functions.catalog.base import (
     SignedModel,
     origin,
 )
-from modelserve.functions.ingest import NAME_CHARS
+from modelserve.functions.ingest import is_model_name
 
 
 class S3Catalog(Catalog):
@@ -38,7 +38,7 @@ class S3Catalog(Catalog):
         self._origin = origin(endpoint_url)
 
     def _key(self, model: str) -> str:
-        if not model or not set(model) <= NAME_CHARS or model.startswith("."):
+        if not is_model_name(model):
             raise ModelNotInCatalog(f"{model!r} is not a valid model name")
         return f"{self.prefix}{model}.gguf"
 

@@ -10,7 +10,6 @@ record to appear instead of downloading again.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 import uuid
@@ -19,7 +18,7 @@ from cloudevents.http import CloudEvent
 
 from modelserve.functions.catalog.base import SignedModel
 from modelserve.functions.download import DownloadError, fetch
-from modelserve.functions.ingest import IngestError, ingest, lease_name
+from modelserve.functions.ingest import LEASE_TTL, IngestError, ingest, lease_name
 from modelserve.functions.steps.availability import model_ref
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
 from modelserve.shared import events as ev
@@ -27,7 +26,6 @@ from modelserve.shared.db import repo
 from modelserve.shared.db.models import ModelRecord, ServerStatus
 
 STEP = "mirror"
-LEASE_TTL = dt.timedelta(minutes=2)
 WAIT_POLL_SECONDS = 0.5
 log = logging.getLogger(__name__)
 

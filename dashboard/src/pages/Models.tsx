@@ -1,29 +1,14 @@
-import { useEffect, useState } from "react";
-import type { Models } from "../api";
 import { Empty, ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
 import { bytes, count, time } from "../format";
 import { href } from "../route";
+import { useModels } from "../useModels";
 
 export function ModelsPage() {
   const { api } = useApp();
-  const [models, setModels] = useState<Models | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [attempt, setAttempt] = useState(0);
+  const { models, error, retry } = useModels(api);
 
-  useEffect(() => {
-    const abort = new AbortController();
-    setError(null);
-    api
-      .models(abort.signal)
-      .then(setModels)
-      .catch((e: Error) => {
-        if (e.name !== "AbortError") setError(e.message);
-      });
-    return () => abort.abort();
-  }, [api, attempt]);
-
-  if (error) return <ErrorBox title="Cannot load models" message={error} retry={() => setAttempt(attempt + 1)} />;
+  if (error) return <ErrorBox title="Cannot load models" message={error} retry={retry} />;
   if (models === null) return <Loading what="models" />;
   const catalogOnly = models.catalog.filter((c) => !c.mirrored);
   return (

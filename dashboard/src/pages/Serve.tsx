@@ -1,10 +1,11 @@
-import { useEffect, useState, type FormEvent } from "react";
-import { ApiError, type Models, type ServeRequest } from "../api";
+import { useState, type FormEvent } from "react";
+import { ApiError, type ServeRequest } from "../api";
 import { StatusBadge } from "../components/StatusBadge";
 import { ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
 import { bytes } from "../format";
 import { href } from "../route";
+import { useModels } from "../useModels";
 
 /** Which form field a contract violation ("field: reason") belongs to. */
 export function violationsByField(violations: string[]): Record<string, string[]> {
@@ -41,9 +42,8 @@ function FieldErrors({ errors }: { errors?: string[] }) {
 
 export function ServePage({ initialModel }: { initialModel?: string }) {
   const { api, servers, upsert, session } = useApp();
-  const [models, setModels] = useState<Models | null>(null);
-  const [loadError, setLoadError] = useState<string | null>(null);
-  const [model, setModel] = useState(initialModel ?? "");
+  const { models, error: loadError, retry } = useModels(api);
+  const [picked, setModel] = useState(initialModel ?? "");
   const [replicas, setReplicas] = useState("1");
   const [maxReplicas, setMaxReplicas] = useState("");
   const [cpu, setCpu] = useState("1");
@@ -54,22 +54,8 @@ export function ServePage({ initialModel }: { initialModel?: string }) {
   const [submitError, setSubmitError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [serverUuid, setServerUuid] = useState<string | null>(null);
-  const [attempt, setAttempt] = useState(0);
-
-  useEffect(() => {
-    const abort = new AbortController();
-    setLoadError(null);
-    api
-      .models(abort.signal)
-      .then((found) => {
-        setModels(found);
-        setModel((current) => current || found.mirrored[0]?.model_name || found.catalog[0]?.name || "");
-      })
-      .catch((e: Error) => {
-        if (e.name !== "AbortError") setLoadError(e.message);
-      });
-    return () => abort.abort();
-  }, [api, attempt]);
+  // Until the user picks one, the first mirrored (else catalog) model.
+  const model = picked || models?.mirrored[0]?.model_name || models?.catalog[0]?.name || "";
 
   const server = serverUuid ? servers?.get(serverUuid) : undefined;
   const fieldErrors = violationsByField(server?.violations ?? []);
@@ -98,7 +84,7 @@ export function ServePage({ initialModel }: { initialModel?: string }) {
     }
   };
 
-  if (loadError) return <ErrorBox title="Cannot load models" message={loadError} retry={() => setAttempt(attempt + 1)} />;
+  if (loadError) return <ErrorBox title="Cannot load models" message={loadError} retry={retry} />;
   if (models === null) return <Loading what="models" />;
   const catalogOnly = models.catalog.filter((c) => !c.mirrored);
   const noModels = models.mirrored.length === 0 && catalogOnly.length === 0;

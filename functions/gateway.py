@@ -25,7 +25,7 @@ from modelserve.functions.api.security import auth_failure
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
 HOP_BY_HOP = {
@@ -41,16 +41,7 @@ HOP_BY_HOP = {
     "content-length",
     "authorization",
 }
-STARTING = {
-    ServerStatus.REQUESTED,
-    ServerStatus.CHECKING,
-    ServerStatus.MIRRORING,
-    ServerStatus.VALIDATING,
-    ServerStatus.APPLYING,
-    ServerStatus.PENDING,
-    ServerStatus.LOADING,
-}
-GONE = {ServerStatus.FAILED, ServerStatus.DELETING, ServerStatus.DELETED}
+STARTING = {*PIPELINE, ServerStatus.LOADING}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from modelserve.kserve.schema import check
 from modelserve.shared.kserve_sdk import import_kserve
+from modelserve.shared.modelserve import resource_name
 
 RUNTIME = "modelserve-llamacpp"
 GPU_RUNTIME = "modelserve-llamacpp-gpu"
@@ -22,7 +23,7 @@ API_VERSION = "serving.kserve.io/v1beta1"
 
 def isvc_name(server_uuid: uuid.UUID) -> str:
     """A DNS-1035 name for the server: it must start with a letter, a UUID may not."""
-    return f"ms-{server_uuid}"
+    return resource_name(server_uuid)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ their own settings.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.kserve.inference_service import ServerSpec, build_inference_service
 from modelserve.operator.status import Observed, observe
+from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.quantity import cpu_cores, memory_bytes
 
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -54,13 +54,26 @@ def server_spec(spec: ms.ModelServeSpec, name: str, namespace: str) -> ServerSpe
     )
 
 
-async def _record(deps: OperatorDeps, server: uuid.UUID, **fields: Any) -> None:
-    """Update the server record; a ModelServe made by hand may have none."""
+async def _move(
+    deps: OperatorDeps, server: uuid.UUID, status: ServerStatus, **fields: Any
+) -> lifecycle.Moved | None:
+    """Move the server record; None when there is none (a ModelServe made by hand)."""
     try:
-        async with deps.sessions.begin() as session:
-            await repo.update_server(session, server, **fields)
+        moved = await lifecycle.move(deps.sessions, server, status, **fields)
     except repo.NotFound:
         log.info("no server record for %s; status only on the resource", server)
+        return None
+    if not moved:
+        log.info("server %s is %s; not moving it to %s", server, moved.status, status)
+    return moved
+
+
+async def _status_of(deps: OperatorDeps, server: uuid.UUID) -> ServerStatus | None:
+    async with deps.sessions() as session:
+        try:
+            return ServerStatus((await repo.get_server(session, server)).status)
+        except repo.NotFound:
+            return None
 
 
 def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
@@ -70,16 +83,16 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     objects = client.CustomObjectsApi(deps.api)
 
-    def apply_isvc(isvc: dict[str, Any]) -> bool:
-        """Create, or patch to the wanted spec; True when created."""
+    def apply_isvc(isvc: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Create, or patch to the wanted spec: (created, the object as the API has it)."""
         namespace, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
         try:
-            objects.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], isvc)
-            return True
+            made = objects.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], isvc)
+            return True, dict(made)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        objects.patch_namespaced_custom_object(
+        patched = objects.patch_namespaced_custom_object(
             *ISVC[:2],
             namespace,
             ISVC[2],
@@ -92,7 +105,7 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
                 "spec": isvc["spec"],
             },
         )
-        return False
+        return False, dict(patched)
 
     @kopf.on.resume(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
     @kopf.on.create(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
@@ -102,27 +115,35 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     ) -> None:
         assert namespace is not None  # ModelServe is namespaced
         spec = ms.spec_of(dict(body))
+        if await _status_of(deps, spec.server_uuid) in lifecycle.GONE - {ServerStatus.FAILED}:
+            log.info("%s/%s: server is being deleted; no InferenceService", namespace, name)
+            return
         isvc = build_inference_service(server_spec(spec, name, namespace))
         kopf.adopt(isvc, owner=body)
         try:
-            created = await asyncio.to_thread(apply_isvc, isvc)
+            created, current = await asyncio.to_thread(apply_isvc, isvc)
         except ApiException as exc:
             raise kopf.TemporaryError(
                 f"InferenceService not applied: {exc.status} {exc.reason}", delay=10
             ) from None
         isvc_name = isvc["metadata"]["name"]
-        if (body.get("status") or {}).get("phase") != "Ready":
+        # What the InferenceService says now, not "loading": after a restart (resume) a
+        # ready one must read ready without waiting for it to change.
+        seen = observe(dict(current.get("status") or {}))
+        if seen.phase != "Ready":
             patch.status["phase"] = "Pending"
             patch.status["message"] = f"InferenceService {isvc_name} applied"
         patch.status["observedGeneration"] = body.metadata.get("generation")
-        patch.status["gatewayUrl"] = f"{deps.public_base_url.rstrip('/')}/{spec.server_uuid}"
-        await _record(
+        patch.status["gatewayUrl"] = ms.gateway_url(deps.public_base_url, spec.server_uuid)
+        await _move(
             deps,
             spec.server_uuid,
-            status=ServerStatus.LOADING,
+            seen.server_status,
             namespace=namespace,
             inference_service=isvc_name,
-            status_message=f"InferenceService {isvc_name} {'created' if created else 'up to date'}",
+            status_message=seen.message
+            or f"InferenceService {isvc_name} {'created' if created else 'up to date'}",
+            **({"internal_url": seen.url} if seen.phase == "Ready" else {}),
         )
         log.info(
             "%s/%s: InferenceService %s %s",
@@ -136,7 +157,8 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     async def inference_service_changed(
         *, type: str, body: kopf.Body, namespace: str | None, **_: Any
     ) -> None:
-        if type == "DELETED" or type is None or namespace is None:
+        # type None is kopf's initial listing (after a restart): as good as a change.
+        if type == "DELETED" or namespace is None:
             return
         owner = body.metadata.labels.get(MANAGED_BY)
         server = body.metadata.labels.get(ms.SERVER_LABEL)
@@ -144,31 +166,24 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             return
         seen = observe(dict(body.get("status") or {}))
         await asyncio.to_thread(_patch_owner_status, objects, namespace, owner, seen)
-        fields: dict[str, Any] = {
-            "status": seen.server_status,
-            "status_message": seen.message,
-            "internal_url": seen.url,
-            "service_name": seen.revision,
-        }
-        if seen.phase == "Ready":
-            async with deps.sessions() as session:
-                try:
-                    record = await repo.get_server(session, uuid.UUID(server))
-                except repo.NotFound:
-                    record = None
-            if record is not None and record.started_at is None:
-                fields["started_at"] = dt.datetime.now(dt.UTC)
-        await _record(deps, uuid.UUID(server), **fields)
+        await _move(
+            deps,
+            uuid.UUID(server),
+            seen.server_status,
+            status_message=seen.message,
+            internal_url=seen.url,
+            service_name=seen.revision,
+        )
 
     @kopf.on.delete(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
     async def deleted(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         assert namespace is not None
         spec = ms.spec_of(dict(body))
         isvc_name = ms.resource_name(spec.server_uuid)
-        await _record(
+        await _move(
             deps,
             spec.server_uuid,
-            status=ServerStatus.DELETING,
+            ServerStatus.DELETING,
             status_message="deleting the InferenceService",
         )
         try:
@@ -186,10 +201,10 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
                 raise kopf.TemporaryError(
                     f"InferenceService not deleted: {exc.status}", delay=5
                 ) from None
-        await _record(
+        await _move(
             deps,
             spec.server_uuid,
-            status=ServerStatus.DELETED,
+            ServerStatus.DELETED,
             status_message=f"ModelServe {namespace}/{name} deleted",
             internal_url=None,
         )
@@ -212,15 +227,35 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             except repo.NotFound:
                 return
         mb = memory / 2**20
-        await _record(
-            deps,
-            spec.server_uuid,
-            memory_current_mb=mb,
-            memory_max_mb=max(mb, record.memory_max_mb or 0.0),
-            cpu_usage_percent=cores * 100,
-        )
+        async with deps.sessions.begin() as session:
+            await repo.update_server(
+                session,
+                spec.server_uuid,
+                memory_current_mb=mb,
+                memory_max_mb=max(mb, record.memory_max_mb or 0.0),
+                cpu_usage_percent=cores * 100,
+            )
 
     return registry
+
+
+async def sweep_deletions(deps: OperatorDeps, every: float = 10.0) -> None:
+    """Finish deletions nobody else will: a ModelServe removed before the operator
+    ever saw it (so no finalizer, no delete handler) leaves its record ``deleting``."""
+    from kubernetes import client
+
+    objects = client.CustomObjectsApi(deps.api)
+    while True:
+        try:
+            listed = await asyncio.to_thread(
+                objects.list_cluster_custom_object, ms.GROUP, ms.VERSION, ms.PLURAL
+            )
+            present = {ms.spec_of(item).server_uuid for item in listed.get("items", [])}
+            for server in await lifecycle.sweep_deletions(deps.sessions, present):
+                log.info("server %s: nothing left in the cluster; deleted", server)
+        except Exception as exc:  # the next round tries again
+            log.warning("deletion sweep failed: %s", exc)
+        await asyncio.sleep(every)
 
 
 def _patch_owner_status(objects: Any, namespace: str, owner: str, seen: Observed) -> None:

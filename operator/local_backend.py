@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import datetime as dt
 import json
 import logging
 import os
@@ -36,9 +35,10 @@ import httpx
 import psutil
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.net import free_port
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class Supervised:
     next_start: float = 0.0
     last_used: float = field(default_factory=time.monotonic)
     memory_max_mb: float = 0.0
+    usage_at: float = float("-inf")
+    watched: dict[int, psutil.Process] = field(default_factory=dict)
     starting: asyncio.Task[None] | None = None
 
     @property
@@ -119,6 +121,7 @@ class LocalBackend:
     max_crashes: int = 5
     backoff: float = 1.0
     max_backoff: float = 30.0
+    usage_interval: float = 2.0
     env: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     servers: dict[uuid.UUID, Supervised] = field(default_factory=dict)
@@ -136,12 +139,23 @@ class LocalBackend:
             found[spec.server_uuid] = (spec, path)
         return found
 
-    async def _record(self, server: uuid.UUID, **fields: Any) -> None:
+    async def _move(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> bool:
+        """Move the record; False when the lifecycle refuses (the server is gone or
+        moved on), and True when there is no record (a ModelServe written by hand)."""
         try:
-            async with self.sessions.begin() as session:
-                await repo.update_server(session, server, **fields)
+            moved = await lifecycle.move(self.sessions, server, status, **fields)
         except repo.NotFound:
-            pass
+            return True
+        if not moved:
+            log.info("server %s is %s; not moving it to %s", server, moved.status, status)
+        return moved.ok
+
+    async def _status(self, server: uuid.UUID) -> ServerStatus | None:
+        async with self.sessions() as session:
+            try:
+                return ServerStatus((await repo.get_server(session, server)).status)
+            except repo.NotFound:
+                return None
 
     # --- processes ---------------------------------------------------------------------
 
@@ -179,12 +193,14 @@ class LocalBackend:
         item.log_path.parent.mkdir(parents=True, exist_ok=True)
         item.log_offset = item.log_path.stat().st_size if item.log_path.exists() else 0
         item.ready, item.idle, item.stopping, item.failed = False, False, False, None
-        await self._record(
+        if not await self._move(
             item.spec.server_uuid,
-            status=ServerStatus.LOADING,
+            ServerStatus.LOADING,
             status_message="starting the runtime",
             internal_url=item.url,
-        )
+        ):  # deleted or failed meanwhile: start nothing
+            item.failed = "the server is gone"
+            return
         item.process = _spawn(self._argv(item), item.log_path, {**os.environ, **self.env})
         item.last_used = self.clock()
         deadline = self.clock() + self.startup_timeout
@@ -204,21 +220,18 @@ class LocalBackend:
 
     async def _ready(self, item: Supervised) -> None:
         assert item.process is not None
-        async with self.sessions() as session:
-            try:
-                record = await repo.get_server(session, item.spec.server_uuid)
-                started = record.started_at
-            except repo.NotFound:
-                started = None
-        await self._record(
+        item.last_used = self.clock()  # whoever woke it is about to use it
+        if not await self._move(
             item.spec.server_uuid,
-            status=ServerStatus.READY,
+            ServerStatus.READY,
             status_message="ready",
             internal_url=item.url,
             pod_names=[f"pid-{item.process.pid}"],
             service_name=f"runtime-{item.spec.server_uuid}",
-            started_at=started or dt.datetime.now(dt.UTC),
-        )
+        ):  # deleted while it started: the next pass stops it
+            item.ready = False
+            await self._stop(item)
+            item.failed = "the server is gone"
 
     def _tail(self, item: Supervised, lines: int = 8) -> str:
         if item.log_path is None or not item.log_path.exists():
@@ -243,20 +256,19 @@ class LocalBackend:
             return
         delay = min(self.backoff * 2 ** (item.crashes - 1), self.max_backoff)
         item.next_start = self.clock() + delay
-        await self._record(
+        if not await self._move(
             item.spec.server_uuid,
-            status=ServerStatus.LOADING,
+            ServerStatus.LOADING,
+            internal_url=None,
             status_message=f"the runtime exited ({code}); restarting in "
             f"{delay:.0f}s: {self._tail(item, 3)}",
-        )
+        ):
+            item.failed = "the server is gone"
 
     async def _give_up(self, item: Supervised, reason: str) -> None:
         item.failed = reason
-        await self._record(
-            item.spec.server_uuid,
-            status=ServerStatus.FAILED,
-            status_message=reason,
-            internal_url=None,
+        await self._move(
+            item.spec.server_uuid, ServerStatus.FAILED, status_message=reason, internal_url=None
         )
 
     async def _stop(self, item: Supervised) -> None:
@@ -278,15 +290,22 @@ class LocalBackend:
         item.process = None
 
     def _usage(self, item: Supervised) -> tuple[float, float] | None:
+        """RSS and CPU % of the runtime's process tree since the last sample.
+
+        psutil measures CPU between two calls on the *same* Process object (a new
+        one always says 0.0), so the objects are kept from one sample to the next.
+        """
         if item.process is None:
             return None
         try:
-            proc = psutil.Process(item.process.pid)
-            family = [proc, *proc.children(recursive=True)]
-            rss = sum(p.memory_info().rss for p in family)
-            cpu = sum(p.cpu_percent(interval=None) for p in family)
+            root = item.watched.get(item.process.pid) or psutil.Process(item.process.pid)
+            family = [root, *root.children(recursive=True)]
+            watched = {p.pid: item.watched.get(p.pid, p) for p in family}
+            rss = sum(p.memory_info().rss for p in watched.values())
+            cpu = sum(p.cpu_percent(interval=None) for p in watched.values())
         except psutil.Error:
             return None
+        item.watched = watched
         return rss / 2**20, cpu
 
     # --- the loop ----------------------------------------------------------------------
@@ -302,7 +321,15 @@ class LocalBackend:
             item = self.servers.get(server)
             if item is None:
                 item = self.servers[server] = Supervised(spec, path)
-                self._begin(item)
+                # After a restart: an idle server stays stopped until a request wakes it,
+                # a failed or deleted one stays down; everything else starts again.
+                status = await self._status(server)
+                if status is ServerStatus.IDLE:
+                    item.idle = True
+                elif status in lifecycle.GONE:
+                    item.failed = f"the server is {status}"
+                else:
+                    self._begin(item)
                 continue
             if item.failed or item.idle or (item.starting and not item.starting.done()):
                 continue
@@ -313,35 +340,45 @@ class LocalBackend:
             elif item.ready and self.clock() - item.last_used > spec.idle_timeout_seconds:
                 await self._stop(item)
                 item.idle = True
-                await self._record(
+                await self._move(
                     server,
-                    status=ServerStatus.IDLE,
+                    ServerStatus.IDLE,
                     internal_url=None,
                     status_message="stopped after being idle; starts on demand",
                 )
             elif item.ready:
-                usage = self._usage(item)
-                if usage is not None:
-                    memory, cpu = usage
-                    item.memory_max_mb = max(item.memory_max_mb, memory)
-                    await self._record(
-                        server,
-                        memory_current_mb=round(memory, 1),
-                        memory_max_mb=round(item.memory_max_mb, 1),
-                        cpu_usage_percent=round(cpu, 1),
-                    )
+                await self._sample_usage(item)
         for server in set(self.servers) - set(desired):
             item = self.servers.pop(server)
             if item.starting is not None:
                 item.starting.cancel()
                 await asyncio.gather(item.starting, return_exceptions=True)
             await self._stop(item)
-            await self._record(
-                server,
-                status=ServerStatus.DELETED,
-                internal_url=None,
-                status_message="ModelServe deleted",
-            )
+            with contextlib.suppress(repo.NotFound):
+                await lifecycle.finish_deletion(self.sessions, server, "ModelServe deleted")
+        await lifecycle.sweep_deletions(self.sessions, set(desired) | set(self.servers))
+
+    async def _sample_usage(self, item: Supervised) -> None:
+        """Memory and CPU of the runtime's process tree into the record, every
+        ``usage_interval`` seconds (the dashboard's live figures)."""
+        now = self.clock()
+        if now - item.usage_at < self.usage_interval:
+            return
+        usage = self._usage(item)
+        if usage is None:
+            return
+        item.usage_at = now
+        memory, cpu = usage
+        item.memory_max_mb = max(item.memory_max_mb, memory)
+        with contextlib.suppress(repo.NotFound):
+            async with self.sessions.begin() as session:
+                await repo.update_server(
+                    session,
+                    item.spec.server_uuid,
+                    memory_current_mb=round(memory, 1),
+                    memory_max_mb=round(item.memory_max_mb, 1),
+                    cpu_usage_percent=round(cpu, 1),
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -359,11 +396,6 @@ class LocalBackend:
             await self._stop(item)
 
     # --- for the gateway ---------------------------------------------------------------------
-
-    def touch(self, server: uuid.UUID) -> None:
-        item = self.servers.get(server)
-        if item is not None:
-            item.last_used = self.clock()
 
     async def ensure_running(self, server: uuid.UUID, wait_seconds: float = 120.0) -> str:
         """The server's URL, starting it first when it is idle (bounded wait)."""

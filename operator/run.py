@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from modelserve.operator.admission import AdmissionDeps, register_admission
-from modelserve.operator.handlers import OperatorDeps, build_registry
+from modelserve.operator.handlers import OperatorDeps, build_registry, sweep_deletions
 from modelserve.operator.login import connection_from_kubeconfig
 from modelserve.shared.auth.tokens import TokenVerifier
 from modelserve.shared.contract import load_contract
@@ -69,6 +69,7 @@ async def operate(
             return connection_from_kubeconfig(Path(kubeconfig))
         return kopf.login_with_service_account(**_)
 
+    sweeper = asyncio.create_task(sweep_deletions(deps))
     try:
         await kopf.operator(
             registry=registry,
@@ -79,5 +80,7 @@ async def operate(
             ready_flag=ready_flag,
         )
     finally:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
         deps.api.close()
         await engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 
 READY = "Ready"
 

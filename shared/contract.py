@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -176,7 +176,3 @@ def enforce(contract: ResourceContract, request: ResourceRequest, model: GGUFInf
 def load_contract(path: Path | None) -> ResourceContract:
     """The contract in ``path`` (YAML), or the built-in default."""
     return ResourceContract.from_file(path) if path else ResourceContract()
-
-
-def describe(violations: list[Violation]) -> list[dict[str, Any]]:
-    return [{"field": v.field, "reason": v.reason} for v in violations]

@@ -88,10 +88,6 @@ class MemoryEstimate:
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
 
-    @property
-    def total_mib(self) -> float:
-        return self.total_bytes / MiB
-
 
 def _check_header(path: Path) -> tuple[int, int, int, int]:
     try:

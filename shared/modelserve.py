@@ -77,6 +77,11 @@ def resource_name(server_uuid: uuid.UUID) -> str:
     return f"ms-{server_uuid}"
 
 
+def gateway_url(public_base_url: object, server_uuid: uuid.UUID) -> str:
+    """Where a server answers for its users: ``<gateway>/<server-uuid>``."""
+    return f"{str(public_base_url).rstrip('/')}/{server_uuid}"
+
+
 def manifest(spec: ModelServeSpec, namespace: str, auth_token: str | None = None) -> dict[str, Any]:
     """The ModelServe object for ``spec`` as the Kubernetes API takes it."""
     metadata: dict[str, Any] = {

@@ -6,11 +6,12 @@ import math
 
 from cloudevents.http import CloudEvent
 
-from modelserve.functions.steps.context import StepContext
+from modelserve.functions.steps.context import StepContext, Superseded
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
-from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role, ServerStatus
+from modelserve.shared.db.models import Role
+from modelserve.shared.lifecycle import ServerStatus
 
 STEP = "apply"
 
@@ -19,7 +20,7 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     approved = ev.payload(event, ev.ContractApproved)
     request, model, server = approved.request, approved.model, ev.subject_uuid(event)
     namespace = request.namespace or ctx.settings.namespace
-    await ctx.set_status(server, ServerStatus.APPLYING, status_message="applying the ModelServe")
+    await ctx.advance(server, ServerStatus.APPLYING, status_message="applying the ModelServe")
     spec = ms.ModelServeSpec(
         server_uuid=server,
         model_name=model.model_name,
@@ -37,16 +38,19 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     )
     manifest = ms.manifest(spec, namespace, auth_token=ctx.token_for(event, Role(request.role)))
     resource, created = await ctx.applier.apply(manifest)
-    async with ctx.sessions.begin() as session:
-        await repo.advance_server(
-            session,
-            server,
-            ServerStatus.PENDING,
-            namespace=namespace,
-            inference_service=ms.resource_name(server),
-            model_uuid=model.model_uuid,
-            status_message=f"ModelServe {resource} {'created' if created else 'already there'}",
-        )
+    moved = await lifecycle.move(
+        ctx.sessions,
+        server,
+        ServerStatus.PENDING,
+        namespace=namespace,
+        inference_service=ms.resource_name(server),
+        model_uuid=model.model_uuid,
+        status_message=f"ModelServe {resource} {'created' if created else 'already there'}",
+    )
+    if not moved:
+        if moved.gone:  # deleted (or failed) while we applied: take the ModelServe back
+            await ctx.applier.delete(namespace, ms.resource_name(server))
+        raise Superseded(server, ServerStatus.PENDING, moved.status)
     return ctx.reply(
         STEP,
         event,

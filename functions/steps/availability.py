@@ -7,7 +7,8 @@ from cloudevents.http import CloudEvent
 from modelserve.functions.steps.context import StepContext
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ModelRecord, ServerStatus
+from modelserve.shared.db.models import ModelRecord
+from modelserve.shared.lifecycle import ServerStatus
 
 STEP = "availability"
 
@@ -29,22 +30,15 @@ def model_ref(record: ModelRecord) -> ev.ModelRef:
 async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     request = ev.payload(event, ev.ServeRequested).request
     server = ev.subject_uuid(event)
-    async with ctx.sessions.begin() as session:
-        await repo.get_or_create_server(
-            session,
-            server_uuid=server,
-            model_name=request.model,
-            owner=request.requested_by,
-            runtime_params=request.runtime_params,
-            replicas=request.replicas,
-            gateway_url=f"{str(ctx.settings.public_base_url).rstrip('/')}/{server}",
-        )
-        await repo.advance_server(
-            session,
+    try:  # the API records every server before it publishes serve.requested
+        await ctx.advance(
             server,
             ServerStatus.CHECKING,
             status_message=f"looking for {request.model} in the store",
         )
+    except repo.NotFound:
+        raise ev.EventError(f"no server {server} was requested through the API") from None
+    async with ctx.sessions() as session:
         record = await repo.get_model_by_name(session, request.model)
     if record is not None and await ctx.store.exists(record.object_path):
         return ctx.reply(

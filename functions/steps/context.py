@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.base import Catalog
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import ResourceContract
-from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role, ServerStatus
+from modelserve.shared.db.models import Role
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.base import ObjectStore
 
@@ -35,6 +36,18 @@ class StepFailure(Exception):
 
 class RetryLater(Exception):
     """A dependency is down or busy: answer 503 so the broker redelivers later."""
+
+
+class Superseded(Exception):
+    """The server moved on without this event (deleted, failed, or further along).
+
+    The step stops where it is and its event is acked with no reply: redelivering
+    it could never succeed, and going on would write over a newer truth.
+    """
+
+    def __init__(self, server: uuid.UUID, wanted: ServerStatus, current: ServerStatus) -> None:
+        super().__init__(f"server {server} is {current.value}; not moving it to {wanted.value}")
+        self.current = current
 
 
 @dataclass
@@ -70,7 +83,8 @@ class StepContext:
             parent=parent,
         )
 
-    async def set_status(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> bool:
-        """Move the server forward; a late duplicate never pulls it back (False then)."""
-        async with self.sessions.begin() as session:
-            return await repo.advance_server(session, server, status, **fields)
+    async def advance(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> None:
+        """Move the server on through the lifecycle, or raise Superseded when it may not."""
+        moved = await lifecycle.move(self.sessions, server, status, **fields)
+        if not moved:
+            raise Superseded(server, status, moved.status)

@@ -9,8 +9,9 @@ from modelserve.functions.steps.context import StepContext, StepFailure
 from modelserve.shared import events as ev
 from modelserve.shared.contract import ResourceRequest, check, enforce
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role, ServerStatus
+from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import info_from_facts
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.modelserve import RuntimeParams
 
 STEP = "contract"
@@ -23,7 +24,7 @@ def _problems(exc: ValidationError, prefix: str) -> list[str]:
 async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     available = ev.payload(event, ev.ModelAvailable)
     request, server = available.request, ev.subject_uuid(event)
-    await ctx.set_status(
+    await ctx.advance(
         server, ServerStatus.VALIDATING, status_message="checking the resource contract"
     )
     try:

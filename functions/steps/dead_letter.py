@@ -10,8 +10,9 @@ from cloudevents.http import CloudEvent
 
 from modelserve.functions.steps.context import StepContext
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 
 
 async def handle(event: CloudEvent, ctx: StepContext) -> None:
@@ -22,8 +23,8 @@ async def handle(event: CloudEvent, ctx: StepContext) -> None:
         f"the pipeline gave up: {event['type'].removeprefix(ev.TYPE_PREFIX)} could not be "
         f"delivered to {destination} ({code})"
     )
-    try:
-        await ctx.set_status(server, ServerStatus.FAILED, status_message=message)
+    try:  # refused when the server got further (or was deleted): the truth stays
+        await lifecycle.move(ctx.sessions, server, ServerStatus.FAILED, status_message=message)
     except repo.NotFound:
         return None
     return None

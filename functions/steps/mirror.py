@@ -20,10 +20,11 @@ from modelserve.functions.catalog.base import SignedModel
 from modelserve.functions.download import DownloadError, fetch
 from modelserve.functions.ingest import LEASE_TTL, IngestError, ingest, lease_name
 from modelserve.functions.steps.availability import model_ref
-from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
+from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ModelRecord, ServerStatus
+from modelserve.shared.db.models import ModelRecord
+from modelserve.shared.lifecycle import ServerStatus, transition
 
 STEP = "mirror"
 WAIT_POLL_SECONDS = 0.5
@@ -48,7 +49,7 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
     while True:
         record = await _mirrored(ctx, name)
         if record is not None:
-            await ctx.set_status(
+            await ctx.advance(
                 server,
                 ServerStatus.MIRRORING,
                 progress=100.0,
@@ -66,7 +67,7 @@ async def handle(event: CloudEvent, ctx: StepContext, *, wait_seconds: float = 1
             break
         if time.monotonic() > deadline:
             raise RetryLater(f"another download of {name} is still running")
-        await ctx.set_status(
+        await ctx.advance(
             server, ServerStatus.MIRRORING, status_message=f"waiting for another download of {name}"
         )
         await asyncio.sleep(WAIT_POLL_SECONDS)
@@ -94,13 +95,15 @@ async def _mirror(
         percent = round(100.0 * done / total, 1) if total else None
         async with ctx.sessions.begin() as session:
             await repo.acquire_lease(session, lease_name(name), holder, LEASE_TTL)
-            await repo.advance_server(
+            moved = await transition(
                 session,
                 server,
                 ServerStatus.MIRRORING,
                 progress=min(percent, 99.9) if percent is not None else None,
                 status_message=f"mirroring {name}: {done} of {total or '?'} bytes",
             )
+        if not moved:  # deleted mid-download: stop (the lease is released by our caller)
+            raise Superseded(server, ServerStatus.MIRRORING, moved.status)
         if ctx.publish is not None:
             note = ev.make_event(
                 ev.MIRROR_PROGRESS,
@@ -142,14 +145,13 @@ async def _mirror(
         )
     except IngestError as exc:
         raise StepFailure(str(exc)) from None
-    async with ctx.sessions.begin() as session:
-        await repo.advance_server(
-            session,
-            server,
-            ServerStatus.MIRRORING,
-            progress=100.0,
-            model_uuid=record.model_uuid,
-            status_message=f"mirrored {name} ({size} bytes)",
-        )
     scratch.unlink(missing_ok=True)
+    # The model stays mirrored for everyone even when this server was deleted meanwhile.
+    await ctx.advance(
+        server,
+        ServerStatus.MIRRORING,
+        progress=100.0,
+        model_uuid=record.model_uuid,
+        status_message=f"mirrored {name} ({size} bytes)",
+    )
     return record

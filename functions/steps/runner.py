@@ -18,11 +18,12 @@ from cloudevents.http import CloudEvent, from_dict
 from sqlalchemy.exc import OperationalError
 
 from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
-from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure
+from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,16 @@ def _request_of(event: CloudEvent) -> ev.ServeRequest | None:
     return None
 
 
-async def _fail(step: str, event: CloudEvent, ctx: StepContext, failure: StepFailure) -> CloudEvent:
+async def _fail(
+    step: str, event: CloudEvent, ctx: StepContext, failure: StepFailure
+) -> CloudEvent | None:
     server = ev.subject_uuid(event)
     message = failure.reason
     if failure.violations:
         message = f"{failure.reason}: " + "; ".join(failure.violations)
     try:
-        await ctx.set_status(
+        moved = await lifecycle.move(
+            ctx.sessions,
             server,
             ServerStatus.FAILED,
             status_message=message,
@@ -62,6 +66,10 @@ async def _fail(step: str, event: CloudEvent, ctx: StepContext, failure: StepFai
         )
     except repo.NotFound:
         log.warning("serve %s failed before its server record existed: %s", server, message)
+    else:
+        if not moved:  # deleted (or already failed) meanwhile: nobody waits for the reason
+            log.info("%s: server %s is %s; not failing it: %s", step, server, moved.status, message)
+            return None
     data = ev.ServeFailed(
         request=_request_of(event),
         step=step,
@@ -95,6 +103,9 @@ async def run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepCont
         return Outcome(400, message=str(exc))
     except RetryLater as exc:
         return Outcome(503, message=str(exc))
+    except Superseded as exc:
+        log.info("%s: %s; acking %s", step, exc, event["id"])
+        reply = None
     except TRANSIENT as exc:
         log.warning("%s: transient failure, asking for redelivery: %s", step, exc)
         return Outcome(503, message=f"{type(exc).__name__}: {exc}")

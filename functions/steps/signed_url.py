@@ -6,7 +6,7 @@ from cloudevents.http import CloudEvent
 
 from modelserve.functions.steps.context import StepContext
 from modelserve.shared import events as ev
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 
 STEP = "signed-url"
 
@@ -14,7 +14,7 @@ STEP = "signed-url"
 async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     request = ev.payload(event, ev.ModelMissing).request
     server = ev.subject_uuid(event)
-    await ctx.set_status(
+    await ctx.advance(
         server,
         ServerStatus.MIRRORING,
         progress=0.0,

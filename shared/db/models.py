@@ -64,35 +64,6 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-class ServerStatus(enum.StrEnum):
-    """Server lifecycle: requested -> ... -> ready, or failed / idle / deleting."""
-
-    REQUESTED = "requested"
-    CHECKING = "checking"
-    MIRRORING = "mirroring"
-    VALIDATING = "validating"
-    APPLYING = "applying"
-    PENDING = "pending"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
-    IDLE = "idle"
-    DELETING = "deleting"
-    DELETED = "deleted"
-
-
-# The pipeline's statuses in order: a late or duplicated event may not move a
-# server backwards (see repo.advance_server).
-PIPELINE_ORDER = (
-    ServerStatus.REQUESTED,
-    ServerStatus.CHECKING,
-    ServerStatus.MIRRORING,
-    ServerStatus.VALIDATING,
-    ServerStatus.APPLYING,
-    ServerStatus.PENDING,
-)
-
-
 class Role(enum.StrEnum):
     """User roles, strongest first: admin > operator > viewer."""
 
@@ -142,7 +113,6 @@ class ServerRecord(Base):
 
     __tablename__ = "server_records"
     __table_args__ = (
-        CheckConstraint(f"status IN ({_in(ServerStatus)})", name="status"),
         CheckConstraint("progress IS NULL OR (progress >= 0 AND progress <= 100)", name="progress"),
     )
 
@@ -154,7 +124,8 @@ class ServerRecord(Base):
     owner: Mapped[str | None] = mapped_column(String(255))
     runtime_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     replicas: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), default=ServerStatus.REQUESTED.value)
+    # Written only through modelserve.shared.lifecycle (the migrations hold its CHECK).
+    status: Mapped[str] = mapped_column(String(16))
     status_message: Mapped[str | None] = mapped_column(Text)
     violations: Mapped[list[str] | None] = mapped_column(JSON)  # contract reasons, one each
     progress: Mapped[float | None] = mapped_column(Float)

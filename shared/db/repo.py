@@ -16,25 +16,18 @@ from sqlalchemy import Insert, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelserve.shared.db.errors import Conflict, NotFound
 from modelserve.shared.db.models import (
-    PIPELINE_ORDER,
     Lease,
     ModelRecord,
     ProcessedEvent,
     Role,
     ServerRecord,
-    ServerStatus,
     User,
     utcnow,
 )
 
-
-class NotFound(LookupError):
-    """No row with that key."""
-
-
-class Conflict(ValueError):
-    """A unique value is already taken by another row."""
+__all__ = ["Conflict", "NotFound"]
 
 
 def _insert_ignoring_conflicts(session: AsyncSession, table: Any, values: dict[str, Any]) -> Insert:
@@ -118,33 +111,6 @@ async def list_models(session: AsyncSession) -> Sequence[ModelRecord]:
 # --- servers ------------------------------------------------------------------
 
 
-async def get_or_create_server(
-    session: AsyncSession,
-    *,
-    server_uuid: uuid.UUID,
-    model_name: str,
-    owner: str | None = None,
-    runtime_params: dict[str, Any] | None = None,
-    replicas: int = 1,
-    gateway_url: str | None = None,
-) -> tuple[ServerRecord, bool]:
-    """Create the server record, or return the one with that UUID; True when created."""
-    created = await _insert_ignore(
-        session,
-        ServerRecord.__table__,
-        {
-            "server_uuid": server_uuid,
-            "model_name": model_name,
-            "owner": owner,
-            "runtime_params": runtime_params or {},
-            "replicas": replicas,
-            "status": ServerStatus.REQUESTED.value,
-            "gateway_url": gateway_url,
-        },
-    )
-    return await get_server(session, server_uuid, fresh=True), created
-
-
 async def get_server(
     session: AsyncSession, server_uuid: uuid.UUID, *, fresh: bool = False
 ) -> ServerRecord:
@@ -154,8 +120,12 @@ async def get_server(
     return record
 
 
-async def list_servers(session: AsyncSession, owner: str | None = None) -> Sequence[ServerRecord]:
-    query = select(ServerRecord).order_by(ServerRecord.created_at.desc())
+async def list_servers(
+    session: AsyncSession, owner: str | None = None, *, oldest_change_first: bool = False
+) -> Sequence[ServerRecord]:
+    """Newest first, or (for change streams) in the order they last changed."""
+    order = ServerRecord.updated_at.asc() if oldest_change_first else ServerRecord.created_at.desc()
+    query = select(ServerRecord).order_by(order)
     if owner is not None:
         query = query.where(ServerRecord.owner == owner)
     result = await session.execute(query)
@@ -163,19 +133,22 @@ async def list_servers(session: AsyncSession, owner: str | None = None) -> Seque
 
 
 _UPDATABLE = frozenset(
-    c.name for c in ServerRecord.__table__.columns if c.name not in {"server_uuid", "created_at"}
+    c.name
+    for c in ServerRecord.__table__.columns
+    if c.name not in {"server_uuid", "created_at", "status"}
 )
 
 
 async def update_server(
     session: AsyncSession, server_uuid: uuid.UUID, **fields: Any
 ) -> ServerRecord:
-    """Set fields on a server record; the status must be one of the lifecycle's."""
+    """Set fields other than the status (usage figures, endpoints) on a server record.
+
+    The status moves only through ``modelserve.shared.lifecycle.transition``.
+    """
     unknown = set(fields) - _UPDATABLE
     if unknown:
-        raise ValueError(f"not server-record fields: {', '.join(sorted(unknown))}")
-    if "status" in fields:
-        fields["status"] = ServerStatus(fields["status"]).value
+        raise ValueError(f"not settable here: {', '.join(sorted(unknown))}")
     fields.setdefault("updated_at", utcnow())
     result = await session.execute(
         update(ServerRecord).where(ServerRecord.server_uuid == server_uuid).values(**fields)
@@ -183,37 +156,6 @@ async def update_server(
     if getattr(result, "rowcount", 0) == 0:
         raise NotFound(f"no server {server_uuid}")
     return await get_server(session, server_uuid, fresh=True)
-
-
-async def advance_server(
-    session: AsyncSession, server_uuid: uuid.UUID, status: ServerStatus, **fields: Any
-) -> bool:
-    """Move a server forward through the pipeline; False (and no change) when it is
-    already further along, failed, or beyond the pipeline (ready, idle, ...).
-
-    Deliveries are at least once and can arrive late, so a step must never pull
-    a server back to an earlier status. FAILED can be reached from any pipeline status.
-    """
-    status = ServerStatus(status)
-    if status is ServerStatus.FAILED:
-        earlier = list(PIPELINE_ORDER)
-    else:
-        earlier = list(PIPELINE_ORDER[: PIPELINE_ORDER.index(status) + 1])
-    unknown = set(fields) - _UPDATABLE
-    if unknown:
-        raise ValueError(f"not server-record fields: {', '.join(sorted(unknown))}")
-    result = await session.execute(
-        update(ServerRecord)
-        .where(
-            ServerRecord.server_uuid == server_uuid,
-            ServerRecord.status.in_([s.value for s in earlier]),
-        )
-        .values(status=status.value, updated_at=utcnow(), **fields)
-    )
-    if getattr(result, "rowcount", 0) == 1:
-        return True
-    await get_server(session, server_uuid)  # NotFound when there is no such server
-    return False
 
 
 # --- users ----------------------------------------------------------------------

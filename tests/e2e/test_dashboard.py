@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
@@ -33,6 +36,27 @@ RECORD_ANSWER_LENGTHS = """() => {
     childList: true, subtree: true, characterData: true,
   });
 }"""
+RECORD_FIGURES = """(server) => {
+  const row = document.querySelector(`tr[data-server='${server}']`);
+  const cells = () => ["Memory", "CPU"]
+    .map((label) => row.querySelector(`td[data-label='${label}']`).textContent).join(" | ");
+  window.figures = [cells()];
+  new MutationObserver(() => window.figures.push(cells())).observe(row, {
+    childList: true, subtree: true, characterData: true,
+  });
+}"""
+
+
+def keep_busy(up: Up, server: str, seconds: float) -> None:
+    """Completions through the gateway for a while, so the runtime's CPU moves."""
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=60) as http:
+        while time.monotonic() < deadline:
+            http.post(
+                f"{up.url}/{server}/v1/completions",
+                headers={"Authorization": f"Bearer {up.token}"},
+                json={"model": "demo", "prompt": "Hello", "max_tokens": 64},
+            )
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +152,15 @@ def test_sign_in_serve_watch_chat_delete(browser: Browser, up: Up, shots: Path) 
     expect(row.locator("td[data-label='Memory']")).to_contain_text(re.compile(r"\d+ MB / \d+ MB"))
     expect(row.locator("td[data-label='Model UUID']")).not_to_have_text("\N{EN DASH}")
     snap(page, shots, "05-servers")
+
+    # Live figures: memory and CPU move on the page while the server works.
+    page.evaluate(RECORD_FIGURES, server)
+    busy = threading.Thread(target=keep_busy, args=(up, server, 8.0))
+    busy.start()
+    try:
+        page.wait_for_function("() => new Set(window.figures).size >= 3", timeout=45_000)
+    finally:
+        busy.join()
 
     # One server: its gateway URL and snippets.
     row.click()

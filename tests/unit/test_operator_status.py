@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelserve.operator.status import observe
-from modelserve.shared.db.models import ServerStatus
+from modelserve.shared.lifecycle import ServerStatus
 
 
 def test_no_status_yet_is_pending_and_the_server_is_loading() -> None:

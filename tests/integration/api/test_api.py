@@ -10,10 +10,11 @@ from typing import Any
 from cloudevents.http import CloudEvent
 
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import PIPELINE_AUDIENCE, TokenVerifier
-from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role, ServerStatus
+from modelserve.shared.db.models import Role
+from modelserve.shared.lifecycle import ServerStatus
 
 
 async def test_sign_in(stack: Any) -> None:
@@ -71,7 +72,10 @@ async def test_roles(stack: Any) -> None:
     other = await stack.http.delete(f"{stack.api}/servers/{server}", headers=stack.auth("bob"))
     assert other.status_code == 403 and "only their own" in other.json()["detail"]
     admin = await stack.http.delete(f"{stack.api}/servers/{server}", headers=stack.auth("root"))
-    assert admin.status_code == 200 and admin.json()["status"] == "deleting"
+    # Nothing was applied yet (no pipeline runs here): deleted at once.
+    assert admin.status_code == 200 and admin.json()["status"] == "deleted"
+    again = await stack.http.delete(f"{stack.api}/servers/{server}", headers=stack.auth("root"))
+    assert again.status_code == 200 and again.json()["status"] == "deleted"  # idempotent
     missing = await stack.http.get(f"{stack.api}/servers/{uuid.uuid4()}", headers=stack.auth("vic"))
     assert missing.status_code == 404
 
@@ -160,16 +164,26 @@ async def test_status_events_arrive_in_order(stack: Any) -> None:
     for status in (
         ServerStatus.CHECKING,
         ServerStatus.MIRRORING,
+        ServerStatus.VALIDATING,
+        ServerStatus.APPLYING,
         ServerStatus.PENDING,
         ServerStatus.LOADING,
         ServerStatus.READY,
     ):
         await asyncio.sleep(0.7)
-        async with stack.sessions.begin() as session:
-            await repo.update_server(session, server, status=status)
+        assert await lifecycle.move(stack.sessions, server, status)
     async with asyncio.timeout(15):
         await listener
-    assert seen == ["requested", "checking", "mirroring", "pending", "loading", "ready"]
+    assert seen == [
+        "requested",
+        "checking",
+        "mirroring",
+        "validating",
+        "applying",
+        "pending",
+        "loading",
+        "ready",
+    ]
 
 
 async def test_jwks_is_empty_for_a_shared_secret(stack: Any) -> None:

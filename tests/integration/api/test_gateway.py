@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role, ServerStatus
+from modelserve.shared.db.models import Role
+from modelserve.shared.lifecycle import ServerStatus
+from support.records import new_server
 from support.runtime import RuntimeServer, start_runtime
 
 
@@ -31,13 +32,8 @@ def runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
 
 
 async def ready_server(stack: Any, url: str | None, status: str = "ready") -> uuid.UUID:
-    server = uuid.uuid4()
     async with stack.sessions.begin() as session:
-        await repo.get_or_create_server(
-            session, server_uuid=server, model_name="demo", owner="alice"
-        )
-        await repo.update_server(session, server, status=status, internal_url=url)
-    return server
+        return await new_server(session, status=status, owner="alice", internal_url=url)
 
 
 def b64(data: bytes) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 
@@ -16,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from modelserve.shared import events as ev
 from modelserve.shared.db import repo
 from modelserve.shared.db.migrate import downgrade, upgrade
-from modelserve.shared.db.models import Base, ModelRecord, Role, ServerRecord, ServerStatus
+from modelserve.shared.db.models import Base, ModelRecord, Role
+from support.records import new_server
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -75,63 +75,31 @@ async def test_model_name_taken_by_another_uuid_is_a_conflict(sessions: Sessions
             await repo.get_or_create_model(session, **model_fields("taken"))  # type: ignore[arg-type]
 
 
-async def test_concurrent_server_creation_makes_one_row(sessions: Sessions) -> None:
-    server_uuid = uuid.uuid4()
-
-    async def create() -> bool:
-        async with sessions.begin() as session:
-            _, created = await repo.get_or_create_server(
-                session, server_uuid=server_uuid, model_name="demo", runtime_params={"n_ctx": 512}
-            )
-            return created
-
-    results = await asyncio.gather(*(create() for _ in range(5)))
-    assert sorted(results) == [False, False, False, False, True]
-    async with sessions() as session:
-        rows = (await session.execute(select(ServerRecord))).scalars().all()
-    assert len(rows) == 1
-    assert rows[0].runtime_params == {"n_ctx": 512}
-    assert rows[0].status == ServerStatus.REQUESTED
-
-
-async def test_update_server_status_progress_and_timestamps(sessions: Sessions) -> None:
-    server_uuid = uuid.uuid4()
+async def test_update_server_sets_fields_but_never_the_status(sessions: Sessions) -> None:
     async with sessions.begin() as session:
-        record, _ = await repo.get_or_create_server(
-            session, server_uuid=server_uuid, model_name="demo"
-        )
+        server_uuid = await new_server(session)
+        record = await repo.get_server(session, server_uuid)
         created_at, updated_at = record.created_at, record.updated_at
     started = dt.datetime.now(dt.UTC)
     async with sessions.begin() as session:
         updated = await repo.update_server(
-            session,
-            server_uuid,
-            status="mirroring",
-            progress=42.5,
-            started_at=started,
-            pod_names=["p-1", "p-2"],
+            session, server_uuid, progress=42.5, started_at=started, pod_names=["p-1", "p-2"]
         )
-    assert updated.status == "mirroring"
+    assert updated.status == "requested"
     assert updated.progress == 42.5
     assert updated.pod_names == ["p-1", "p-2"]
     assert updated.created_at == created_at
     assert updated.updated_at >= updated_at
     assert updated.started_at is not None
     assert abs((updated.started_at - started).total_seconds()) < 1e-3
-
-
-async def test_update_server_refuses_bad_values(sessions: Sessions) -> None:
-    server_uuid = uuid.uuid4()
     async with sessions.begin() as session:
-        await repo.get_or_create_server(session, server_uuid=server_uuid, model_name="demo")
-    async with sessions.begin() as session:
-        with pytest.raises(ValueError, match="'exploded' is not a valid ServerStatus"):
-            await repo.update_server(session, server_uuid, status="exploded")
-        with pytest.raises(ValueError, match="not server-record fields: colour"):
+        with pytest.raises(ValueError, match="not settable here: status"):
+            await repo.update_server(session, server_uuid, status="ready")
+        with pytest.raises(ValueError, match="not settable here: colour"):
             await repo.update_server(session, server_uuid, colour="red")
     with pytest.raises(repo.NotFound):
         async with sessions.begin() as session:
-            await repo.update_server(session, uuid.uuid4(), status="ready")
+            await repo.update_server(session, uuid.uuid4(), progress=1.0)
     # The database itself refuses what slips past Python.
     for statement in (
         "UPDATE server_records SET status = 'exploded'",

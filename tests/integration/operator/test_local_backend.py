@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import time
 import uuid
@@ -21,8 +22,11 @@ from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.settings import load_settings
+from support.api_client import in_process_api
 from support.procs import port_open
-from support.records import wait_for_status
+from support.records import new_server, wait_for_status
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -54,7 +58,9 @@ async def world(
 async def serve(sessions: Sessions, root: Path, model: Path, **spec: Any) -> uuid.UUID:
     server = uuid.uuid4()
     async with sessions.begin() as session:
-        await repo.get_or_create_server(session, server_uuid=server, model_name="demo")
+        await new_server(  # as the apply step leaves it
+            session, server_uuid=server, status=ServerStatus.PENDING, namespace="local"
+        )
     values: dict[str, Any] = {
         "server_uuid": server,
         "model_name": "demo",
@@ -90,6 +96,12 @@ async def test_start_serve_idle_and_wake(world: tuple[LocalBackend, Sessions, Pa
         await asyncio.sleep(0.2)
     record = await status_of(sessions, server)
     assert record.memory_current_mb > 1 and record.memory_max_mb >= record.memory_current_mb
+    # CPU is measured between two samples of the same process: busy, it reads above 0.
+    deadline = time.monotonic() + 30
+    while not (await status_of(sessions, server)).cpu_usage_percent:
+        assert time.monotonic() < deadline, "CPU use never recorded"
+        url = await backend.ensure_running(server)  # a use, as through the gateway
+        await asyncio.to_thread(complete, url)
 
     first_port = int(record.internal_url.rsplit(":", 1)[1])
     await wait_for_status(sessions, server, "idle")  # nobody used it for 4 s
@@ -157,3 +169,73 @@ async def test_deleting_the_modelserve_stops_the_server(
     assert not port_open(port)
     with pytest.raises(ServerUnavailable, match="no server"):
         await backend.ensure_running(server)
+
+
+@pytest.mark.parametrize("point", ["loading", "ready", "idle"])
+async def test_delete_through_the_api_at_any_point_stops_everything(
+    world: tuple[LocalBackend, Sessions, Path], tmp_path: Path, point: str
+) -> None:
+    backend, sessions, model = world
+    idle_after = 2 if point == "idle" else 600
+    server = await serve(sessions, backend.root, model, idle_timeout_seconds=idle_after)
+    await wait_for_status(sessions, server, point)
+    item = backend.servers[server]
+    process = item.process
+    if point == "loading":  # the runtime is starting: deleted before it is up
+        assert process is not None and not item.ready
+    elif point == "idle":
+        assert process is None
+    settings = load_settings(mode="local", data_dir=tmp_path, jwt_secret=secrets.token_hex(24))
+    async with in_process_api(settings, sessions, LocalApplier(backend.root)) as api:
+        answer = await api.delete(server)
+    assert answer["status"] == "deleting"  # the backend finishes the job
+    record = await wait_for_status(sessions, server, "deleted")
+    assert record.internal_url is None
+    assert server not in backend.servers
+    assert process is None or process.poll() is not None
+    assert not (backend.root / "local" / f"{ms.resource_name(server)}.json").exists()
+
+
+async def test_a_restarted_backend_converges_on_the_records(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """``modelserve up`` again: what was ready comes back ready, idle stays idle until
+    asked, failed stays failed, and nothing is started twice."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+
+    def backend() -> LocalBackend:
+        return LocalBackend(
+            root=tmp_path / "modelserves", sessions=sessions, log_dir=tmp_path / "logs", tick=0.2
+        )
+
+    first, stop = backend(), asyncio.Event()
+    loop = asyncio.create_task(first.run(stop))
+    ready = await serve(sessions, first.root, tiny_model)
+    idle = await serve(sessions, first.root, tiny_model, idle_timeout_seconds=1)
+    await wait_for_status(sessions, ready, "ready")
+    await wait_for_status(sessions, idle, "idle")
+    old_url = (await status_of(sessions, ready)).internal_url
+    stop.set()
+    await loop  # stops every runtime
+
+    second, stop = backend(), asyncio.Event()
+    loop = asyncio.create_task(second.run(stop))
+    try:
+        deadline = time.monotonic() + 90
+        while (record := await status_of(sessions, ready)).internal_url == old_url:
+            assert time.monotonic() < deadline, "the ready server was not started again"
+            await asyncio.sleep(0.2)
+        record = await wait_for_status(sessions, ready, "ready")
+        assert record.internal_url and record.internal_url != old_url
+        assert isinstance(await asyncio.to_thread(complete, record.internal_url), str)
+        await asyncio.sleep(1)
+        assert (await status_of(sessions, idle)).status == "idle"
+        assert second.servers[idle].process is None
+        url = await second.ensure_running(idle, wait_seconds=90)
+        assert isinstance(await asyncio.to_thread(complete, url), str)
+    finally:
+        stop.set()
+        await loop
+        await engine.dispose()

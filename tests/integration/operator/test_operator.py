@@ -17,16 +17,18 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kube import KubeApi
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
-from support.records import wait_for_status
+from support.records import new_server, wait_for_status
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -90,7 +92,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
     namespace = f"ops-{secrets.token_hex(3)}"
     spec, manifest = modelserve_manifest(namespace)
     async with sessions.begin() as session:
-        await repo.get_or_create_server(session, server_uuid=spec.server_uuid, model_name="demo")
+        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
     objects = client.CustomObjectsApi(api)
     with running_operator(settings):
         created = objects.create_namespaced_custom_object(
@@ -193,3 +195,85 @@ async def test_operator_restarts_converge_without_a_second_inference_service(
         (again,) = isvcs(api, namespace)
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
     assert again["spec"] == first["spec"]
+
+
+SINCE = "2026-11-22T00:00:00Z"
+
+
+def mark_ready(api: client.ApiClient, namespace: str, name: str, url: str) -> None:
+    """KServe's part: report the InferenceService ready (the CRD-only API server runs
+    no KServe controller)."""
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        *ISVC[:2],
+        namespace,
+        ISVC[2],
+        name,
+        {
+            "status": {
+                "url": url,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "lastTransitionTime": "2026-11-22T00:00:00Z",
+                    }
+                ],
+            }
+        },
+    )
+
+
+async def test_a_restarted_operator_reads_the_truth_from_the_inference_service(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    settings, sessions = env
+    namespace = f"ops-{secrets.token_hex(3)}"
+    spec, manifest = modelserve_manifest(namespace)
+    name = ms.resource_name(spec.server_uuid)
+    async with sessions.begin() as session:
+        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
+    objects = client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
+    url = f"http://{name}.{namespace}.example.com"
+    with running_operator(settings):
+        (isvc,) = await eventually(lambda: isvcs(api, namespace))
+        mark_ready(api, namespace, name, url)
+        await wait_for_status(sessions, spec.server_uuid, "ready", within=20)
+        # The operator dies having written a stale "loading" (as a crash mid-reconcile
+        # would leave it).
+    assert await lifecycle.move(sessions, spec.server_uuid, ServerStatus.LOADING)
+    with running_operator(settings):  # nothing about the InferenceService changes
+        record = await wait_for_status(sessions, spec.server_uuid, "ready", within=20)
+    assert record.internal_url == url
+    (same,) = isvcs(api, namespace)
+    assert same["metadata"]["uid"] == isvc["metadata"]["uid"]
+
+    # Removed while no operator ran: the next one makes it again.
+    objects.delete_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
+    await eventually(lambda: not isvcs(api, namespace))
+    with running_operator(settings):
+        (remade,) = await eventually(lambda: isvcs(api, namespace))
+        assert remade["metadata"]["uid"] != isvc["metadata"]["uid"]
+        await wait_for_status(sessions, spec.server_uuid, "loading", within=20)
+
+
+async def test_a_deletion_with_nothing_left_in_the_cluster_is_finished(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    """The ModelServe was removed before the operator saw it: no delete handler runs,
+    so the operator's sweep writes ``deleted``. A server being deleted whose
+    ModelServe is still there gets no InferenceService and is left to its handler."""
+    settings, sessions = env
+    namespace = f"ops-{secrets.token_hex(3)}"
+    spec, manifest = modelserve_manifest(namespace)
+    async with sessions.begin() as session:
+        orphan = await new_server(session, status=ServerStatus.DELETING)
+        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.DELETING)
+    objects = client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
+    with running_operator(settings):
+        await wait_for_status(sessions, orphan, "deleted", within=30)
+        await asyncio.sleep(1)
+        assert isvcs(api, namespace) == []
+        async with sessions() as session:
+            assert (await repo.get_server(session, spec.server_uuid)).status == "deleting"

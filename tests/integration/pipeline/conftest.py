@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.functions.broker.broker import EmbeddedBroker
 from modelserve.functions.broker.ingress import make_ingress
 from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
+from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
@@ -50,11 +52,24 @@ class Pipeline:
         self.active[:] = [broker]
         return broker
 
-    def request_event(self, model: str, server: uuid.UUID | None = None, **fields: Any) -> Any:
+    async def request_event(
+        self, model: str, server: uuid.UUID | None = None, **fields: Any
+    ) -> Any:
+        """A serve.requested event and its server record, as ``POST /serve`` makes them."""
         server = server or uuid.uuid4()
         request = ev.ServeRequest(
             model=model, requested_by="alice", role=fields.pop("role", "operator"), **fields
         )
+        async with self.sessions.begin() as session:
+            await lifecycle.create(
+                session,
+                server_uuid=server,
+                model_name=model,
+                owner="alice",
+                runtime_params=request.runtime_params,
+                replicas=request.replicas,
+                gateway_url=ms.gateway_url(self.settings.public_base_url, server),
+            )
         return ev.make_event(
             ev.SERVE_REQUESTED,
             ev.ServeRequested(request=request),

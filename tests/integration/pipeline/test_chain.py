@@ -31,7 +31,7 @@ async def test_missing_model_is_mirrored_approved_and_applied(
     pipe = await pipeline_factory()
     pipe.upload_upstream("demo", tiny_gguf)
     broker = pipe.broker()
-    event = pipe.request_event("demo", runtime_params={"n_ctx": 512})
+    event = await pipe.request_event("demo", runtime_params={"n_ctx": 512})
     server = ev.subject_uuid(event)
     await broker.publish(event)
     async with asyncio.timeout(60):
@@ -67,7 +67,7 @@ async def test_missing_model_is_mirrored_approved_and_applied(
 
     # The same model again: no second download, straight to available.
     again = pipe.broker()
-    second = pipe.request_event("demo")
+    second = await pipe.request_event("demo")
     await again.publish(second)
     async with asyncio.timeout(60):
         await again.drain()
@@ -85,7 +85,7 @@ async def test_every_event_delivered_twice_changes_nothing(
     pipe = await pipeline_factory()
     pipe.upload_upstream("twice", tiny_gguf)
     broker = pipe.broker(duplicate_deliveries=True)
-    event = pipe.request_event("twice")
+    event = await pipe.request_event("twice")
     await broker.publish(event)
     async with asyncio.timeout(60):
         await broker.drain()
@@ -115,7 +115,7 @@ async def test_two_requests_for_one_missing_model_download_once(
     pipe = await pipeline_factory()
     pipe.upload_upstream("shared", tiny_gguf)
     broker = pipe.broker()
-    first, second = pipe.request_event("shared"), pipe.request_event("shared")
+    first, second = await pipe.request_event("shared"), await pipe.request_event("shared")
     await asyncio.gather(broker.publish(first), broker.publish(second))
     async with asyncio.timeout(60):
         await broker.drain()
@@ -141,7 +141,7 @@ async def test_bad_upstream_file_fails_and_leaves_nothing(
     pipe = await pipeline_factory()
     pipe.upload_upstream("bad", data or tiny_gguf, sha256=sha)
     broker = pipe.broker()
-    event = pipe.request_event("bad")
+    event = await pipe.request_event("bad")
     await broker.publish(event)
     async with asyncio.timeout(60):
         await broker.drain()
@@ -172,7 +172,7 @@ async def test_contract_violation_lists_every_reason(
     pipe = await pipeline_factory(contract_file=contract)
     pipe.upload_upstream("big", tiny_gguf)
     broker = pipe.broker()
-    event = pipe.request_event(
+    event = await pipe.request_event(
         "big", replicas=3, cpu="2", namespace="dev", runtime_params={"n_ctx": 4096}
     )
     await broker.publish(event)
@@ -199,7 +199,7 @@ async def test_contract_violation_lists_every_reason(
 async def test_unknown_model_fails_at_the_catalog(pipeline_factory: Any) -> None:
     pipe = await pipeline_factory()
     broker = pipe.broker()
-    event = pipe.request_event("nonexistent")
+    event = await pipe.request_event("nonexistent")
     await broker.publish(event)
     async with asyncio.timeout(60):
         await broker.drain()

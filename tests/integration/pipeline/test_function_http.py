@@ -14,11 +14,12 @@ from cloudevents.http import CloudEvent
 
 from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
-from modelserve.shared.db.engine import make_engine
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import Settings, load_settings
 from support.pipeline import Functions, running_functions
+from support.records import new_server
 
 REQUEST = ev.ServeRequest(model="nothing-here", requested_by="alice", role="operator")
 
@@ -51,10 +52,24 @@ def requested(issuer: TokenIssuer, server: uuid.UUID, token: str | None = "auto"
     )
 
 
+def record_server(settings: Settings) -> uuid.UUID:
+    """What ``POST /serve`` does before it publishes: the server record."""
+
+    async def create() -> uuid.UUID:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                return await new_server(session, model_name=REQUEST.model)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(create())
+
+
 def test_reply_is_a_binary_cloudevent(local_pipeline: tuple[Settings, Functions]) -> None:
     settings, functions = local_pipeline
     issuer = TokenIssuer.from_settings(settings)
-    server = uuid.uuid4()
+    server = record_server(settings)
     event = requested(issuer, server)
     response = post(functions, "modelserve-availability", event)
     assert response.status_code == 200
@@ -67,6 +82,13 @@ def test_reply_is_a_binary_cloudevent(local_pipeline: tuple[Settings, Functions]
     # The same event again gets the same answer, from the ledger.
     again = post(functions, "modelserve-availability", event)
     assert (again.status_code, again.headers["ce-id"]) == (200, response.headers["ce-id"])
+
+
+def test_a_server_never_requested_is_400(local_pipeline: tuple[Settings, Functions]) -> None:
+    settings, functions = local_pipeline
+    event = requested(TokenIssuer.from_settings(settings), uuid.uuid4())
+    response = post(functions, "modelserve-availability", event)
+    assert response.status_code == 400 and "was requested through the API" in response.text
 
 
 @pytest.mark.parametrize("case", ["missing", "other-server", "user-token", "wrong-key"])

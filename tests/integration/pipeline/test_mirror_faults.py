@@ -49,7 +49,7 @@ async def test_expired_url_mid_download_is_refreshed_and_resumed(
             upstream, "flaky.gguf", io.BytesIO(tiny_gguf), len(tiny_gguf)
         )
         broker = pipe.broker()
-        event = pipe.request_event("flaky")
+        event = await pipe.request_event("flaky")
         await broker.publish(event)
         async with asyncio.timeout(90):
             await broker.drain()
@@ -82,7 +82,7 @@ async def test_catalog_url_on_another_host_is_never_fetched(
         # The catalog's URLs point at MinIO, which is not among the allowed origins.
         pipe = await pipeline_factory(catalog_backend="http", catalog_url=catalog.url)
         broker = pipe.broker()
-        event = pipe.request_event("elsewhere")
+        event = await pipe.request_event("elsewhere")
         await broker.publish(event)
         async with asyncio.timeout(60):
             await broker.drain()

@@ -1,0 +1,39 @@
+"""What the API's routers are built from: configuration and clients, made at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudevents.http import CloudEvent
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.functions.api.security import requires
+from modelserve.functions.appliers import Applier
+from modelserve.functions.catalog.base import Catalog
+from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.db.models import Role
+from modelserve.shared.settings import Settings
+from modelserve.shared.store.base import ObjectStore
+
+Publish = Callable[[CloudEvent], Awaitable[None]]
+
+
+@dataclass
+class ApiDeps:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    issuer: TokenIssuer
+    verifier: TokenVerifier
+    publish: Publish
+    catalog: Catalog
+    applier: Applier
+    store: ObjectStore
+    dashboard_dir: Path | None = None
+
+    def role(self, role: Role) -> Any:
+        """A FastAPI dependency that answers with the caller's claims, at least ``role``."""
+        return Depends(requires(self.verifier, role))

@@ -1,0 +1,66 @@
+"""Sign-in, the public keys, and the ingress's ext-authz check."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request, Response
+
+from modelserve.functions.api.deps import ApiDeps
+from modelserve.functions.api.schemas import Token
+from modelserve.functions.api.security import auth_failure
+from modelserve.shared.auth.errors import AuthError
+from modelserve.shared.auth.tokens import KeySet, bearer_token, public_jwks
+from modelserve.shared.auth.users import authenticate
+from modelserve.shared.db.models import Role
+
+
+def router(deps: ApiDeps) -> APIRouter:
+    api = APIRouter(tags=["auth"])
+
+    @api.get("/.well-known/jwks.json")
+    async def jwks() -> dict[str, Any]:
+        """Public verification keys (RS256/ES256), for JWT checks at the ingress."""
+        return public_jwks(KeySet.from_settings(deps.settings))
+
+    @api.post("/auth/token", response_model=Token)
+    async def token(username: Annotated[str, Form()], password: Annotated[str, Form()]) -> Token:
+        async with deps.sessions() as session:
+            user = await authenticate(session, username, password)
+        if user is None:
+            raise HTTPException(
+                401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"}
+            )
+        ttl = deps.settings.access_token_ttl_seconds
+        return Token(
+            access_token=deps.issuer.access_token(user.username, Role(user.role)), expires_in=ttl
+        )
+
+    @api.get("/auth")
+    async def ext_authz(request: Request) -> Response:
+        """For Envoy ext-authz / Traefik ForwardAuth: 200 with identity headers, or 401."""
+        token = bearer_token(request.headers.get("authorization"))
+        original = (
+            request.headers.get("x-forwarded-uri") or request.headers.get("x-original-uri") or ""
+        )
+        first = original.lstrip("/").split("/", 1)[0]
+        try:
+            try:
+                server = uuid.UUID(first)
+            except ValueError:
+                claims = deps.verifier.verify_access(token)
+            else:
+                claims = deps.verifier.verify_for_server(token, server)
+        except AuthError as exc:
+            raise auth_failure(exc) from None
+        return Response(
+            status_code=200,
+            headers={
+                "X-Auth-Subject": claims.subject,
+                "X-Auth-Role": claims.role.value if claims.role else "",
+                "X-Auth-Kind": claims.kind.value,
+            },
+        )
+
+    return api

@@ -1,0 +1,150 @@
+"""Serving a model and the servers it makes: create (also from a CloudEvent), read, delete.
+
+``POST /serve`` records the server and publishes ``serve.requested`` (to
+``K_SINK`` on Knative, to the embedded broker locally); the pipeline does the
+rest. Every status write goes through the lifecycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, Request
+
+from modelserve.functions.api.deps import ApiDeps
+from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server
+from modelserve.shared import events as ev
+from modelserve.shared import lifecycle
+from modelserve.shared import modelserve as ms
+from modelserve.shared.auth.tokens import Claims
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import Role, ServerRecord
+from modelserve.shared.lifecycle import ServerStatus
+
+API_SOURCE = "/modelserve/api"
+
+
+def router(deps: ApiDeps) -> APIRouter:
+    api = APIRouter(tags=["servers"])
+    viewer, operator = deps.role(Role.VIEWER), deps.role(Role.OPERATOR)
+
+    async def start_serving(body: ServeBody, claims: Claims) -> ServeAccepted:
+        server = uuid.uuid4()
+        gateway = ms.gateway_url(deps.settings.public_base_url, server)
+        role = claims.role or Role.VIEWER
+        request = ev.ServeRequest(
+            model=body.model,
+            replicas=body.replicas,
+            max_replicas=body.max_replicas,
+            runtime_params=body.runtime_params.model_dump(exclude_none=True),
+            cpu=body.cpu,
+            memory=body.memory,
+            requested_by=claims.subject,
+            role=role.value,
+            namespace=body.namespace,
+        )
+        async with deps.sessions.begin() as session:
+            await lifecycle.create(
+                session,
+                server_uuid=server,
+                model_name=body.model,
+                owner=claims.subject,
+                runtime_params=request.runtime_params,
+                replicas=body.replicas,
+                gateway_url=gateway,
+            )
+        event = ev.make_event(
+            ev.SERVE_REQUESTED,
+            ev.ServeRequested(request=request),
+            source=API_SOURCE,
+            subject=server,
+            token=deps.issuer.pipeline_token(server, role=role),
+        )
+        try:
+            await deps.publish(event)
+        except Exception as exc:
+            await lifecycle.move(
+                deps.sessions,
+                server,
+                ServerStatus.FAILED,
+                status_message=f"the pipeline is unreachable: {exc}",
+            )
+            raise HTTPException(
+                503, f"the pipeline is unreachable: {exc}", headers={"Retry-After": "10"}
+            ) from None
+        return ServeAccepted(
+            server_uuid=server,
+            status=ServerStatus.REQUESTED.value,
+            status_url=f"/servers/{server}",
+            gateway_url=gateway,
+        )
+
+    @api.post("/serve", status_code=202, response_model=ServeAccepted)
+    async def serve(body: ServeBody, claims: Claims = operator) -> ServeAccepted:
+        return await start_serving(body, claims)
+
+    @api.post("/cloudevents", status_code=202)
+    async def cloudevent_trigger(request: Request, claims: Claims = operator) -> ServeAccepted:
+        """Start the pipeline from any CloudEvents producer (binary or structured mode)."""
+        try:
+            event = ev.decode(dict(request.headers), await request.body())
+            if event["type"] != ev.SERVE_REQUESTED:
+                raise ev.EventError(
+                    f"only {ev.SERVE_REQUESTED} starts the pipeline, not {event['type']}"
+                )
+            data = event.get_data() or {}
+            wanted = data.get("request", data) if isinstance(data, dict) else {}
+            body = ServeBody.model_validate(
+                {k: v for k, v in wanted.items() if k in ServeBody.model_fields}
+            )
+        except (ev.EventError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from None
+        return await start_serving(body, claims)
+
+    async def one(server: uuid.UUID) -> ServerRecord:
+        async with deps.sessions() as session:
+            try:
+                return await repo.get_server(session, server, fresh=True)
+            except repo.NotFound:
+                raise HTTPException(404, f"no server {server}") from None
+
+    @api.get("/servers", response_model=list[Server])
+    async def servers(claims: Claims = viewer) -> list[Server]:
+        async with deps.sessions() as session:
+            return [Server.of(r) for r in await repo.list_servers(session)]
+
+    @api.get("/servers/{server_uuid}", response_model=Server)
+    async def server(server_uuid: uuid.UUID, claims: Claims = viewer) -> Server:
+        return Server.of(await one(server_uuid))
+
+    @api.delete("/servers/{server_uuid}", response_model=Server)
+    async def delete_server(server_uuid: uuid.UUID, claims: Claims = operator) -> Server:
+        """Stop and remove a server at any point of its life; the model stays mirrored.
+
+        Answers ``deleted`` when nothing had been applied yet, ``deleting`` while the
+        backend removes the runtime (it then writes ``deleted``).
+        """
+        record = await one(server_uuid)
+        if claims.role is not Role.ADMIN and record.owner != claims.subject:
+            raise HTTPException(403, "operators may delete only their own servers")
+        moved = await lifecycle.move(
+            deps.sessions,
+            server_uuid,
+            ServerStatus.DELETING,
+            status_message=f"deletion requested by {claims.subject}",
+        )
+        if moved or moved.status is ServerStatus.DELETING:  # DELETE is idempotent
+            namespace = record.namespace or deps.settings.namespace
+            if not await deps.applier.delete(namespace, ms.resource_name(server_uuid)):
+                # No ModelServe (yet): nothing runs, so nobody else will finish this.
+                # A pipeline step that applies one later finds the server gone and
+                # removes it again.
+                await lifecycle.move(
+                    deps.sessions,
+                    server_uuid,
+                    ServerStatus.DELETED,
+                    status_message=f"deleted by {claims.subject}",
+                )
+        return Server.of(await one(server_uuid))
+
+    return api

@@ -14,7 +14,7 @@ DASH_SOURCES := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html
 	$(DASH)/vite.config.ts $(DASH)/tsconfig.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install dashboard lint test up bench clean
+.PHONY: help install dashboard lint test up bench wheel clean
 
 help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint     ruff + mypy + import contracts"
 	@echo "make bench    gateway overhead and serve -> ready times (table + bench/results/*.json)"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
+	@echo "make wheel    dist/modelserve-*.whl, carrying the manifests and the built dashboard"
 
 # Reinstall when the dependency list changes; the editable install picks up
 # code changes by itself.
@@ -33,13 +34,12 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet --progress-bar off -e ".[all]"
 	@touch $(STAMP)
 
-# The dashboard: npm install when the lock file changes, a Vite build when a source
-# does. `npm install`, not `npm ci`: npm 11 writes lock files without the other
-# platforms' optional packages (rollup's), which `npm ci` then rejects; with the
-# lock file present, install keeps its versions.
+# The dashboard: `npm ci` from the committed lock file (which lists every platform's
+# optional packages, so a fresh install changes nothing) when it changes, a Vite
+# build when a source does.
 $(DASH_MODULES): $(DASH)/package.json $(DASH)/package-lock.json
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("the dashboard needs Node.js >= 20.19, found "+process.versions.node); process.exit(1) }'
-	cd $(DASH) && $(NPM) install --no-audit --no-fund --loglevel=error
+	cd $(DASH) && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $(DASH_MODULES)
 
 $(DASH_BUILD): $(DASH_MODULES) $(DASH_SOURCES)
@@ -66,6 +66,10 @@ up: install
 # Benchmarks print a table and write JSON to bench/results/; never part of `make test`.
 bench: install
 	$(BIN)/python bench/gateway.py
+
+# The wheel carries config/ and dashboard/dist through modelserve/config and modelserve/web.
+wheel: install
+	$(BIN)/python -m pip wheel --no-deps --quiet -w dist .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 from werkzeug.serving import BaseWSGIServer
 
+from modelserve import resources
 from modelserve.functions import host
 from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.appliers import LocalApplier
@@ -43,7 +44,6 @@ from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.factory import make_store
 
-REPO = Path(__file__).resolve().parents[1]
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
@@ -129,7 +129,7 @@ async def run_stack(
 
     http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
     function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings)
-    rules = triggers.pipeline_rules(REPO / "config")
+    rules = triggers.pipeline_rules(resources.config_dir())
     broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
     backend = LocalBackend(
         root=settings.data_dir / "modelserves",
@@ -147,7 +147,7 @@ async def run_stack(
             LocalCatalog(catalog_dir),
             LocalApplier(settings.data_dir / "modelserves"),
             make_store(settings),
-            settings.dashboard_dir or REPO / "dashboard" / "dist",
+            settings.dashboard_dir or resources.dashboard_dir(),
         )
     )
 

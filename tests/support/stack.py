@@ -25,10 +25,13 @@ class Up:
 
 
 @contextmanager
-def stack(data_dir: Path, port: int) -> Iterator[Up]:
+def stack(
+    data_dir: Path, port: int, *, python: str = sys.executable, cwd: Path | None = None
+) -> Iterator[Up]:
+    """``modelserve up`` with ``python`` (another venv's, to test an installed wheel)."""
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "modelserve",
             "up",
@@ -41,6 +44,7 @@ def stack(data_dir: Path, port: int) -> Iterator[Up]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        cwd=cwd,
     )
     token: str | None = None
     password: str | None = None

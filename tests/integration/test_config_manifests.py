@@ -17,7 +17,7 @@ from modelserve.functions.broker import triggers
 from modelserve.functions.steps.registry import STEPS
 from modelserve.kserve.schema import problems
 from support.crds import install, openapi_problems, schema_of
-from support.kube import KubeApi
+from support.kube import KubeCluster, ensure_namespace
 from support.procs import MissingService
 from support.services import unavailable
 from support.toolchain import go_module
@@ -150,8 +150,9 @@ def test_func_yaml_is_valid_for_knative_func() -> None:
 
 
 @pytest.fixture(scope="module")
-def knative_api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+def knative_api(kube_cluster: KubeCluster) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    ensure_namespace(api, "modelserve")
     for kind in ("Service", "Broker", "Trigger", "SinkBinding"):
         install(api, knative(kind))
     yield api

@@ -28,7 +28,7 @@ from modelserve.shared.gguf_inspect import facts_of, inspect_gguf
 from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
-from support.kube import KubeApi
+from support.kube import KubeCluster
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.procs import port_open
@@ -39,7 +39,11 @@ MODEL = uuid.UUID("7a1f3c9e-1b2d-4c5e-8f90-0a1b2c3d4e5f")
 
 @pytest.fixture
 async def webhook(
-    api: Any, kube_api: KubeApi, postgres_server: PostgresServer, tiny_model: Path, tmp_path: Path
+    api: Any,
+    kube_cluster: KubeCluster,
+    postgres_server: PostgresServer,
+    tiny_model: Path,
+    tmp_path: Path,
 ) -> AsyncIterator[tuple[str, Settings, httpx.AsyncClient]]:
     url = await create_postgres_database(postgres_server)
     engine = make_engine(url)
@@ -60,7 +64,7 @@ async def webhook(
     settings = load_settings(
         mode="kubernetes",
         database_url=url,
-        kubeconfig=kube_api.kubeconfig,
+        kubeconfig=kube_cluster.kubeconfig,
         jwt_secret=secrets.token_hex(24),
         contract_file=contract,
     )
@@ -69,15 +73,15 @@ async def webhook(
         addr="127.0.0.1",
         port=port,
         host="127.0.0.1",
-        certfile=str(kube_api.pki.server_cert),
-        pkeyfile=str(kube_api.pki.server_key),
+        certfile=str(kube_cluster.pki.server_cert),
+        pkeyfile=str(kube_cluster.pki.server_key),
     )
     with running_operator(settings, webhook=server):
         deadline = time.monotonic() + 20  # kopf is ready before its webhook server listens
         while not port_open(port):
             assert time.monotonic() < deadline, "the webhook server never listened"
             await asyncio.sleep(0.1)
-        tls = ssl.create_default_context(cafile=str(kube_api.pki.ca_cert))
+        tls = ssl.create_default_context(cafile=str(kube_cluster.pki.ca_cert))
         async with httpx.AsyncClient(verify=tls, timeout=30) as http:
             yield f"https://127.0.0.1:{port}", settings, http
     await engine.dispose()

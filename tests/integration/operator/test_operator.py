@@ -1,6 +1,8 @@
-"""The kopf operator against the real API server: ModelServe -> InferenceService -> status.
+"""The kopf operator against the real cluster: ModelServe -> InferenceService -> status.
 
-The test plays KServe's controller by writing the InferenceService's status.
+The operator logs in as config/'s ``modelserve-operator`` ServiceAccount, with the
+API server enforcing RBAC and OwnerReferencesPermissionEnforcement. The test
+plays KServe's controller by writing the InferenceService's status.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
-from support.kube import KubeApi
+from support.kube import ensure_namespace
+from support.kubectl import KubeconfigFor
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.records import wait_for_status
@@ -34,7 +37,7 @@ ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 
 @pytest.fixture
 async def env(
-    api: client.ApiClient, kube_api: KubeApi, postgres_server: PostgresServer
+    api: client.ApiClient, kubeconfig_for: KubeconfigFor, postgres_server: PostgresServer
 ) -> AsyncIterator[tuple[Settings, async_sessionmaker[AsyncSession]]]:
     url = await create_postgres_database(postgres_server)
     engine = make_engine(url)
@@ -42,7 +45,7 @@ async def env(
     settings = load_settings(
         mode="kubernetes",
         database_url=url,
-        kubeconfig=kube_api.kubeconfig,
+        kubeconfig=kubeconfig_for("modelserve-operator"),
         jwt_secret=secrets.token_hex(24),
         public_base_url="https://models.example.test",
     )
@@ -87,7 +90,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, sessions = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     spec, manifest = modelserve_manifest(namespace)
     async with sessions.begin() as session:
         await repo.get_or_create_server(session, server_uuid=spec.server_uuid, model_name="demo")
@@ -181,7 +184,7 @@ async def test_operator_restarts_converge_without_a_second_inference_service(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, _ = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     _, manifest = modelserve_manifest(namespace)
     objects = client.CustomObjectsApi(api)
     # Created while no operator runs: the first operator picks it up at start.

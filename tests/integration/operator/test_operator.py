@@ -196,3 +196,32 @@ async def test_operator_restarts_converge_without_a_second_inference_service(
         (again,) = isvcs(api, namespace)
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
     assert again["spec"] == first["spec"]
+
+
+async def test_the_operator_migrates_a_fresh_database_before_it_reconciles(
+    api: client.ApiClient, kubeconfig_for: KubeconfigFor, postgres_server: PostgresServer
+) -> None:
+    url = await create_postgres_database(postgres_server)  # empty: no tables at all
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    settings = load_settings(
+        mode="kubernetes",
+        database_url=url,
+        kubeconfig=kubeconfig_for("modelserve-operator"),
+        jwt_secret=secrets.token_hex(24),
+    )
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
+    spec, manifest = modelserve_manifest(namespace)
+    try:
+        with running_operator(settings):
+            async with sessions.begin() as session:  # the schema is there now
+                await repo.get_or_create_server(
+                    session, server_uuid=spec.server_uuid, model_name="demo"
+                )
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
+            )
+            await wait_for_status(sessions, spec.server_uuid, "loading", within=20)
+    finally:
+        await engine.dispose()
+        await drop_postgres_database(postgres_server, url)

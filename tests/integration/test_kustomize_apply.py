@@ -180,3 +180,28 @@ def test_the_operator_deployment_becomes_available(applied: KubeCluster) -> None
         "--namespace=modelserve",
         "deployment/modelserve-operator",
     )
+
+
+def test_the_istio_jwt_option_passes_a_server_side_dry_run(applied: KubeCluster) -> None:
+    """config/optional/istio-jwt.yaml against Istio's own CRDs (pinned istio.io/api).
+
+    The Kourier option is a patch of Kourier's controller Deployment, whose
+    module is not served by the proxy here, so it is not checked.
+    """
+    try:
+        istio = go_module("istio.io/api", "ISTIO_API_VERSION")
+    except MissingService as exc:
+        unavailable(str(exc))
+    api = applied.admin_client()
+    try:
+        install(api, istio / "kubernetes" / "customresourcedefinitions.gen.yaml")
+    finally:
+        api.close()
+    kubectl(
+        applied.kubeconfig,
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        str(ROOT / "config" / "optional" / "istio-jwt.yaml"),
+    )

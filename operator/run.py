@@ -15,6 +15,7 @@ from modelserve.operator.login import connection_from_kubeconfig
 from modelserve.shared.auth.tokens import TokenVerifier
 from modelserve.shared.contract import load_contract
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.kube import api_client
 from modelserve.shared.settings import Settings
 
@@ -24,10 +25,11 @@ def kopf_settings(
 ) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     if webhook is not None:
-        # The webhook configurations themselves ship in config/operator/ (cert-manager
-        # provides the serving certificate), so kopf does not manage them.
+        # The webhook configurations ship in config/operator/webhooks.yaml, with the
+        # CA bundle and the serving certificate from config/secrets/ (see
+        # config/kustomization.yaml), so kopf does not manage them.
         settings.admission.server = webhook
-    settings.posting.enabled = post_events  # the CRD-only test API server has no Events
+    settings.posting.enabled = post_events
     settings.watching.server_timeout = 60
     settings.persistence.finalizer = "modelserve.dev/operator"
     settings.execution.max_workers = 8
@@ -43,8 +45,18 @@ async def operate(
     metrics_interval: float = 30.0,
     webhook: kopf.WebhookServer | None = None,
 ) -> None:
-    """Run until ``stop_flag`` is set (or the process is signalled)."""
+    """Migrate the database, then run until ``stop_flag`` is set (or the process is signalled).
+
+    On Kubernetes the operator is the one long-running process with a single
+    replica (Recreate strategy), so it brings the schema to head before it
+    reconciles anything; a fresh database needs no separate migration step.
+    """
     engine = make_engine(settings.resolved_database_url)
+    try:
+        await upgrade(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     deps = OperatorDeps(
         api=api_client(settings),
         sessions=make_sessionmaker(engine),

@@ -1,4 +1,4 @@
-"""Session-scoped real servers: Postgres, MinIO, etcd + Kubernetes API server.
+"""Session-scoped real servers: Postgres, MinIO, a Kubernetes control plane.
 
 Each starts on 127.0.0.1 on a free port with a temp data dir, once per test
 session and only when a test asks for it, and is stopped at the end.
@@ -16,7 +16,7 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.databases import create_postgres_database, drop_postgres_database, sqlite_url
-from support.kube import KubeApi, start_kube_api
+from support.kube import KubeCluster, start_kube_cluster
 from support.minio_server import MinioServer, start_minio
 from support.postgres import PostgresServer, start_postgres
 from support.services import start_or_skip
@@ -43,10 +43,11 @@ def minio_server() -> Iterator[MinioServer]:
 
 
 @pytest.fixture(scope="session")
-def kube_api() -> Iterator[KubeApi]:
-    api = start_or_skip(start_kube_api)
-    yield api
-    api.stop()
+def kube_cluster() -> Iterator[KubeCluster]:
+    """etcd, kube-apiserver, controller-manager, scheduler, a kwok node (support/kube.py)."""
+    cluster = start_or_skip(start_kube_cluster)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from modelserve.functions.broker import triggers
 from modelserve.functions.steps.registry import STEPS
 from modelserve.kserve.schema import problems
 from support.crds import install, openapi_problems, schema_of
-from support.kube import KubeApi
-from support.procs import MissingService
+from support.kube import KubeCluster, ensure_namespace
+from support.procs import MissingService, find_binary
 from support.services import unavailable
 from support.toolchain import go_module
 
@@ -135,6 +136,45 @@ def test_every_step_has_one_trigger_and_one_service() -> None:
     assert "modelserve-dead-letter" in services
 
 
+def knative_validation(*paths: Path) -> list[dict[str, str]]:
+    """Knative Serving's own defaulting + validation (.ci/knative-validate) of the files."""
+    try:
+        binary = find_binary("knative-validate", hint=".ci/run builds it")
+    except MissingService as exc:
+        unavailable(str(exc))
+    result = subprocess.run(
+        [binary, *map(str, paths)], capture_output=True, text=True, check=True, timeout=60
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+KNATIVE_SERVICE_FILES = sorted(
+    {
+        CONFIG / where.split(":")[0]
+        for where, d in DOCS
+        if d["kind"] == "Service" and d["apiVersion"] == "serving.knative.dev/v1"
+    }
+)
+
+
+def test_knative_accepts_every_service_with_its_default_config_and_no_warning() -> None:
+    results = knative_validation(*KNATIVE_SERVICE_FILES)
+    names = {d["metadata"]["name"] for _, d in KNATIVE_DOCS if d["kind"] == "Service"}
+    assert {r["name"] for r in results} == names
+    assert [r for r in results if r["errors"] or r["warnings"]] == []
+
+
+def test_knative_validation_catches_a_timeout_over_its_default_ceiling(tmp_path: Path) -> None:
+    doc = next(d for _, d in KNATIVE_DOCS if d["metadata"]["name"] == "modelserve-mirror")
+    broken = json.loads(json.dumps(doc))
+    broken["spec"]["template"]["spec"]["timeoutSeconds"] = 3600
+    del broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(broken))
+    (result,) = knative_validation(tmp_path / "mirror.yaml")
+    assert "expected 0 <= 3600 <= 600: spec.template.spec.timeoutSeconds" in result["errors"]
+    assert "securityContext.runAsNonRoot" in result["warnings"]
+
+
 def test_func_yaml_is_valid_for_knative_func() -> None:
     try:
         func = go_module("knative.dev/func", "KNATIVE_FUNC_VERSION")
@@ -150,8 +190,9 @@ def test_func_yaml_is_valid_for_knative_func() -> None:
 
 
 @pytest.fixture(scope="module")
-def knative_api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+def knative_api(kube_cluster: KubeCluster) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    ensure_namespace(api, "modelserve")
     for kind in ("Service", "Broker", "Trigger", "SinkBinding"):
         install(api, knative(kind))
     yield api

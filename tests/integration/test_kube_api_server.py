@@ -1,17 +1,18 @@
-"""The real etcd + Kubernetes API server fixture: CRD, custom resource, status, watch."""
+"""The real control plane fixture: version, discovery, CRDs, scheduling onto kwok, GC."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from support.kube import KubeApi
+from support.kube import FAKE_NODE, GPU_RESOURCE, KubeCluster, ensure_namespace
+from support.toolchain import versions
 
 pytestmark = pytest.mark.kube
 
@@ -56,8 +57,9 @@ def widget_crd() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def api_client(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+def api_client(kube_cluster: KubeCluster) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    ensure_namespace(api, "smoke")
     ext = client.ApiextensionsV1Api(api)
     ext.create_custom_resource_definition(widget_crd())
     deadline = time.monotonic() + 30
@@ -138,3 +140,128 @@ def test_malformed_spec_is_refused_by_the_server(api_client: client.ApiClient) -
         )
     assert refused.value.status == 422
     assert "spec.size" in str(refused.value.body)
+
+
+def test_version_and_discovery_are_the_pinned_kubernetes(api_client: client.ApiClient) -> None:
+    info = client.VersionApi(api_client).get_code()
+    assert info.git_version == versions()["KUBERNETES_VERSION"]
+    core = {r.name for r in client.CoreV1Api(api_client).get_api_resources().resources}
+    assert {"pods", "services", "serviceaccounts", "namespaces", "events"} <= core
+    groups = {g.name for g in client.ApisApi(api_client).get_api_versions().groups}
+    assert {"apps", "rbac.authorization.k8s.io", "admissionregistration.k8s.io"} <= groups
+    assert GROUP in groups
+
+
+def wait_for(check: Callable[[], Any], what: str, within: float = 60) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"not reached within {within}s: {what}")
+
+
+def test_a_deployment_runs_on_the_fake_gpu_node(api_client: client.ApiClient) -> None:
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    name = f"gpu-{uuid.uuid4().hex[:6]}"
+    labels = {"app": name}
+    apps.create_namespaced_deployment(
+        "smoke",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "example.invalid/none:1",
+                                "resources": {
+                                    "limits": {"cpu": "2", "memory": "4Gi", GPU_RESOURCE: "1"}
+                                },
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    )
+
+    def running() -> Any:
+        pods = core.list_namespaced_pod("smoke", label_selector=f"app={name}").items
+        return pods if pods and pods[0].status.phase == "Running" else None
+
+    (pod,) = wait_for(running, "the Deployment's pod Running (controller-manager, scheduler, kwok)")
+    assert pod.spec.node_name == FAKE_NODE
+    ready = wait_for(
+        lambda: apps.read_namespaced_deployment(name, "smoke").status.available_replicas,
+        "the Deployment available",
+    )
+    assert ready == 1
+    apps.delete_namespaced_deployment(name, "smoke")
+
+
+def test_more_gpus_than_the_node_has_stay_pending(api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    name = f"greedy-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_pod(
+        "smoke",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "example.invalid/none:1",
+                        "resources": {"limits": {GPU_RESOURCE: "3"}},
+                    }
+                ]
+            },
+        },
+    )
+
+    def unschedulable() -> bool:
+        pod = core.read_namespaced_pod(name, "smoke")
+        conditions = {c.type: c for c in pod.status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        return scheduled is not None and scheduled.reason == "Unschedulable"
+
+    wait_for(unschedulable, "the scheduler to refuse three GPUs on a two-GPU node")
+    core.delete_namespaced_pod(name, "smoke", grace_period_seconds=0)
+
+
+def test_garbage_collector_deletes_what_an_owner_leaves(api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    owner = core.create_namespaced_config_map(
+        "smoke", {"metadata": {"name": f"owner-{uuid.uuid4().hex[:6]}"}}
+    )
+    child = core.create_namespaced_config_map(
+        "smoke",
+        {
+            "metadata": {
+                "name": f"child-{uuid.uuid4().hex[:6]}",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": owner.metadata.name,
+                        "uid": owner.metadata.uid,
+                    }
+                ],
+            }
+        },
+    )
+    core.delete_namespaced_config_map(owner.metadata.name, "smoke")
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_config_map(child.metadata.name, "smoke")
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    wait_for(gone, "the controller-manager's garbage collector to delete the child")

@@ -11,13 +11,13 @@ import kopf
 
 from modelserve.operator.run import operate
 from modelserve.shared.settings import Settings
-from support.kopf_discovery import group_discovery
 
 
 @contextmanager
 def running_operator(
-    settings: Settings, webhook: kopf.WebhookServer | None = None
+    settings: Settings, webhook: kopf.WebhookServer | None = None, *, post_events: bool = False
 ) -> Iterator[None]:
+    """The operator in a thread until the block ends; Events are posted only when asked."""
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=lambda: asyncio.run(
@@ -25,19 +25,18 @@ def running_operator(
                 settings,
                 stop_flag=stop,
                 ready_flag=ready,
-                post_events=False,
+                post_events=post_events,
                 metrics_interval=1,
                 webhook=webhook,
             )
         ),
         daemon=True,
     )
-    with group_discovery():
-        thread.start()
-        assert ready.wait(30), "the operator did not start"
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(30)
-            assert not thread.is_alive(), "the operator did not stop"
+    thread.start()
+    assert ready.wait(30), "the operator did not start"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the operator did not stop"

@@ -1,29 +1,12 @@
-"""The real API server with the ModelServe CRD and KServe's InferenceService CRD installed."""
+"""The real cluster with the ModelServe CRD, KServe's InferenceService CRD and config/'s RBAC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from kubernetes import client, config
-
-from support.crds import install
-from support.kube import KubeApi
-from support.procs import MissingService
-from support.services import unavailable
-from support.toolchain import ROOT, go_module
+from kubernetes import client
 
 
 @pytest.fixture(scope="session")
-def api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    try:
-        kserve = go_module("github.com/kserve/kserve", "KSERVE_VERSION")
-    except MissingService as exc:
-        unavailable(str(exc))
-    api_client = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
-    install(api_client, ROOT / "config" / "crd" / "modelserve.yaml")
-    install(
-        api_client, kserve / "config" / "crd" / "full" / "serving.kserve.io_inferenceservices.yaml"
-    )
-    yield api_client
-    api_client.close()
+def api(modelserve_crds: client.ApiClient, config_rbac: None) -> client.ApiClient:
+    """The cluster admin's client; the operator itself runs as its ServiceAccount."""
+    return modelserve_crds

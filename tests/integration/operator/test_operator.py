@@ -1,6 +1,8 @@
-"""The kopf operator against the real API server: ModelServe -> InferenceService -> status.
+"""The kopf operator against the real cluster: ModelServe -> InferenceService -> status.
 
-The test plays KServe's controller by writing the InferenceService's status.
+The operator logs in as config/'s ``modelserve-operator`` ServiceAccount, with the
+API server enforcing RBAC and OwnerReferencesPermissionEnforcement. The test
+plays KServe's controller by writing the InferenceService's status.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
-from support.kube import KubeApi
+from support.kube import ensure_namespace
+from support.kubectl import KubeconfigFor
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.records import new_server, wait_for_status
@@ -36,7 +39,7 @@ ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 
 @pytest.fixture
 async def env(
-    api: client.ApiClient, kube_api: KubeApi, postgres_server: PostgresServer
+    api: client.ApiClient, kubeconfig_for: KubeconfigFor, postgres_server: PostgresServer
 ) -> AsyncIterator[tuple[Settings, async_sessionmaker[AsyncSession]]]:
     url = await create_postgres_database(postgres_server)
     engine = make_engine(url)
@@ -44,7 +47,7 @@ async def env(
     settings = load_settings(
         mode="kubernetes",
         database_url=url,
-        kubeconfig=kube_api.kubeconfig,
+        kubeconfig=kubeconfig_for("modelserve-operator"),
         jwt_secret=secrets.token_hex(24),
         public_base_url="https://models.example.test",
     )
@@ -89,7 +92,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, sessions = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     spec, manifest = modelserve_manifest(namespace)
     async with sessions.begin() as session:
         await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
@@ -183,7 +186,7 @@ async def test_operator_restarts_converge_without_a_second_inference_service(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, _ = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     _, manifest = modelserve_manifest(namespace)
     objects = client.CustomObjectsApi(api)
     # Created while no operator runs: the first operator picks it up at start.
@@ -201,8 +204,8 @@ SINCE = "2026-11-22T00:00:00Z"
 
 
 def mark_ready(api: client.ApiClient, namespace: str, name: str, url: str) -> None:
-    """KServe's part: report the InferenceService ready (the CRD-only API server runs
-    no KServe controller)."""
+    """KServe's part: report the InferenceService ready (no KServe controller runs
+    in these tests yet)."""
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         *ISVC[:2],
         namespace,
@@ -212,11 +215,7 @@ def mark_ready(api: client.ApiClient, namespace: str, name: str, url: str) -> No
             "status": {
                 "url": url,
                 "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "lastTransitionTime": "2026-11-22T00:00:00Z",
-                    }
+                    {"type": "Ready", "status": "True", "lastTransitionTime": SINCE},
                 ],
             }
         },
@@ -227,7 +226,7 @@ async def test_a_restarted_operator_reads_the_truth_from_the_inference_service(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, sessions = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     spec, manifest = modelserve_manifest(namespace)
     name = ms.resource_name(spec.server_uuid)
     async with sessions.begin() as session:
@@ -264,7 +263,7 @@ async def test_a_deletion_with_nothing_left_in_the_cluster_is_finished(
     so the operator's sweep writes ``deleted``. A server being deleted whose
     ModelServe is still there gets no InferenceService and is left to its handler."""
     settings, sessions = env
-    namespace = f"ops-{secrets.token_hex(3)}"
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
     spec, manifest = modelserve_manifest(namespace)
     async with sessions.begin() as session:
         orphan = await new_server(session, status=ServerStatus.DELETING)
@@ -277,3 +276,30 @@ async def test_a_deletion_with_nothing_left_in_the_cluster_is_finished(
         assert isvcs(api, namespace) == []
         async with sessions() as session:
             assert (await repo.get_server(session, spec.server_uuid)).status == "deleting"
+
+
+async def test_the_operator_migrates_a_fresh_database_before_it_reconciles(
+    api: client.ApiClient, kubeconfig_for: KubeconfigFor, postgres_server: PostgresServer
+) -> None:
+    url = await create_postgres_database(postgres_server)  # empty: no tables at all
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    settings = load_settings(
+        mode="kubernetes",
+        database_url=url,
+        kubeconfig=kubeconfig_for("modelserve-operator"),
+        jwt_secret=secrets.token_hex(24),
+    )
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
+    spec, manifest = modelserve_manifest(namespace)
+    try:
+        with running_operator(settings):
+            async with sessions.begin() as session:  # the schema is there now
+                await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
+            )
+            await wait_for_status(sessions, spec.server_uuid, "loading", within=20)
+    finally:
+        await engine.dispose()
+        await drop_postgres_database(postgres_server, url)

@@ -1,10 +1,13 @@
-"""The apply step's Kubernetes applier against the real API server with the ModelServe CRD."""
+"""The apply step's Kubernetes applier against the real cluster with the ModelServe CRD.
+
+The applier logs in as config/'s ``modelserve-functions`` ServiceAccount (a token
+the API server minted), so it has exactly the RBAC a cluster gives the functions.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client, config
@@ -12,17 +15,25 @@ from kubernetes.client.rest import ApiException
 
 from modelserve.functions.appliers import ApplyError, KubernetesApplier
 from modelserve.shared import modelserve as ms
-from support.crds import install
-from support.kube import KubeApi
+from support.kube import KubeCluster
+from support.kubectl import KubeconfigFor, kubectl
 
 pytestmark = pytest.mark.kube
-CRD = Path(__file__).resolve().parents[3] / "config" / "crd" / "modelserve.yaml"
+NAMESPACE = "modelserve"  # the settings' default, and where config/'s Role applies
 
 
 @pytest.fixture(scope="module")
-def api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(config_file=str(kube_api.kubeconfig))
-    install(api_client, CRD)
+def api(modelserve_crds: client.ApiClient, config_rbac: None) -> client.ApiClient:
+    """The cluster admin: reads back what the functions wrote."""
+    return modelserve_crds
+
+
+@pytest.fixture(scope="module")
+def functions_api(kubeconfig_for: KubeconfigFor) -> Iterator[client.ApiClient]:
+    """The functions' own identity."""
+    api_client = config.new_client_from_config(
+        config_file=str(kubeconfig_for("modelserve-functions"))
+    )
     yield api_client
     api_client.close()
 
@@ -42,22 +53,34 @@ def spec(**overrides: object) -> ms.ModelServeSpec:
     return ms.ModelServeSpec.model_validate(values)
 
 
-async def test_apply_creates_one_modelserve(api: client.ApiClient) -> None:
-    applier = KubernetesApplier(api)
+async def test_apply_creates_one_modelserve_and_deletes_it(
+    api: client.ApiClient, functions_api: client.ApiClient
+) -> None:
+    applier = KubernetesApplier(functions_api)
     wanted = spec()
-    manifest = ms.manifest(wanted, "team-a", auth_token="token-123")
+    manifest = ms.manifest(wanted, NAMESPACE, auth_token="token-123")
     resource, created = await applier.apply(manifest)
-    assert (resource, created) == (f"team-a/{ms.resource_name(wanted.server_uuid)}", True)
+    assert (resource, created) == (f"{NAMESPACE}/{ms.resource_name(wanted.server_uuid)}", True)
     assert (await applier.apply(manifest))[1] is False  # a redelivery is not an error
 
     objects = client.CustomObjectsApi(api)
-    listed = objects.list_namespaced_custom_object(ms.GROUP, ms.VERSION, "team-a", ms.PLURAL)
+    listed = objects.list_namespaced_custom_object(ms.GROUP, ms.VERSION, NAMESPACE, ms.PLURAL)
     ours = [i for i in listed["items"] if i["spec"]["serverUuid"] == str(wanted.server_uuid)]
     assert len(ours) == 1
     stored = ours[0]
     assert ms.spec_of(stored) == wanted
     assert stored["metadata"]["annotations"][ms.AUTH_ANNOTATION] == "token-123"
     assert stored["metadata"]["labels"][ms.SERVER_LABEL] == str(wanted.server_uuid)
+
+    # DELETE /servers/{uuid} deletes it with the same identity (config/ must allow it).
+    assert await applier.delete(NAMESPACE, ms.resource_name(wanted.server_uuid)) is True
+    assert await applier.delete(NAMESPACE, ms.resource_name(wanted.server_uuid)) is False
+
+
+async def test_the_functions_may_not_write_elsewhere(functions_api: client.ApiClient) -> None:
+    manifest = ms.manifest(spec(), "default")
+    with pytest.raises(ApplyError, match="403"):
+        await KubernetesApplier(functions_api).apply(manifest)
 
 
 @pytest.mark.parametrize(
@@ -72,31 +95,41 @@ async def test_apply_creates_one_modelserve(api: client.ApiClient) -> None:
     ids=["storage-uri", "sha256", "replicas", "n-ctx", "memory"],
 )
 async def test_malformed_spec_is_refused_by_the_api_server(
-    api: client.ApiClient, change: dict[str, object], message: str
+    functions_api: client.ApiClient, change: dict[str, object], message: str
 ) -> None:
-    manifest = ms.manifest(spec(), "team-a")
+    manifest = ms.manifest(spec(), NAMESPACE)
     manifest["spec"].update(change)
     with pytest.raises(ApplyError, match="422") as refused:
-        await KubernetesApplier(api).apply(manifest)
+        await KubernetesApplier(functions_api).apply(manifest)
     assert message in str(refused.value)
 
 
-def test_printer_columns(api: client.ApiClient) -> None:
-    crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(f"{ms.PLURAL}.{ms.GROUP}")
-    columns = [c.name for c in crd.spec.versions[0].additional_printer_columns]
-    assert columns == ["Server UUID", "Model", "Phase", "URL", "Age"]
+def test_kubectl_get_shows_the_printer_columns(
+    api: client.ApiClient, kube_cluster: KubeCluster
+) -> None:
+    wanted = spec()
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        ms.GROUP, ms.VERSION, NAMESPACE, ms.PLURAL, ms.manifest(wanted, NAMESPACE)
+    )
+    name = ms.resource_name(wanted.server_uuid)
+    table = kubectl(kube_cluster.kubeconfig, "get", "modelserves", name, f"-n={NAMESPACE}").stdout
+    header, row = table.splitlines()
+    assert header.split() == ["NAME", "SERVER", "UUID", "MODEL", "PHASE", "URL", "AGE"]
+    assert row.split()[:3] == [name, str(wanted.server_uuid), "demo"]
+    short = kubectl(kube_cluster.kubeconfig, "get", "ms", name, f"-n={NAMESPACE}").stdout
+    assert short.splitlines()[0] == header  # the short name from the CRD
 
 
 def test_server_uuid_is_immutable(api: client.ApiClient) -> None:
     objects = client.CustomObjectsApi(api)
     wanted = spec()
-    manifest = ms.manifest(wanted, "team-b")
-    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, "team-b", ms.PLURAL, manifest)
+    manifest = ms.manifest(wanted, NAMESPACE)
+    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, NAMESPACE, ms.PLURAL, manifest)
     with pytest.raises(ApiException) as refused:
         objects.patch_namespaced_custom_object(
             ms.GROUP,
             ms.VERSION,
-            "team-b",
+            NAMESPACE,
             ms.PLURAL,
             ms.resource_name(wanted.server_uuid),
             {"spec": {"serverUuid": str(uuid.uuid4())}},

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
+log = logging.getLogger(__name__)
+RETRY_SECONDS = "5"
+# Below uvicorn's 5 s keep-alive (the runtime's server): a connection is never reused
+# just as the runtime closes it, which reset a request in a few thousand.
+UPSTREAM_KEEPALIVE_SECONDS = 2.0
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -42,6 +49,33 @@ HOP_BY_HOP = {
     "authorization",
 }
 STARTING = {*PIPELINE, ServerStatus.LOADING}
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """The gateway's own client for the proxy hop, shared by nobody else.
+
+    No pool limit: a request must never wait for a free connection behind a
+    hundred streams (httpx's default pool of 100 with a 30 s wait turned load into
+    502s); a busy runtime answers 503 itself.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30, read=None),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=256,
+            keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
+        ),
+    )
+
+
+def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
+    """An OpenAI-style error event, so a streaming client learns the stream broke."""
+    error = {
+        "message": f"server {server} stopped answering mid-stream: {type(exc).__name__}",
+        "type": "server_error",
+        "code": 502,
+    }
+    return f"data: {json.dumps({'error': error})}\n\n".encode()
 
 
 @dataclass
@@ -75,17 +109,17 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             try:
                 return await deps.wake(server)
             except Exception as exc:  # the backend says why it could not start
-                raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+                raise HTTPException(503, str(exc), headers={"Retry-After": RETRY_SECONDS}) from None
         if status is ServerStatus.READY and record.internal_url:
             return record.internal_url
         if status in STARTING or status is ServerStatus.IDLE:
             raise HTTPException(
                 503,
                 f"server {server} is {status.value}; try again shortly",
-                headers={"Retry-After": "5"},
+                headers={"Retry-After": RETRY_SECONDS},
             )
         raise HTTPException(
-            503, f"server {server} has no endpoint yet", headers={"Retry-After": "5"}
+            503, f"server {server} has no endpoint yet", headers={"Retry-After": RETRY_SECONDS}
         )
 
     @app.api_route(
@@ -114,12 +148,22 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         try:
             response = await deps.http.send(upstream, stream=True)
         except httpx.TransportError as exc:
-            raise HTTPException(502, f"server {server} did not answer: {exc}") from None
+            log.warning("server %s did not answer at %s: %r", server, base, exc)
+            raise HTTPException(
+                502,
+                f"server {server} did not answer: {type(exc).__name__} {exc}".rstrip(),
+                headers={"Retry-After": RETRY_SECONDS},  # a restarted runtime is back soon
+            ) from None
+        streaming = response.headers.get("content-type", "").startswith("text/event-stream")
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
+            except httpx.HTTPError as exc:  # the runtime died mid-body
+                log.warning("server %s broke off a response: %r", server, exc)
+                if streaming:
+                    yield _stream_error(server, exc)
             finally:
                 await response.aclose()  # a client that left stops the runtime's work
 

@@ -31,7 +31,7 @@ from modelserve.functions.broker.broker import EmbeddedBroker
 from modelserve.functions.broker.ingress import make_ingress
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.context_factory import build_context
-from modelserve.functions.gateway import GatewayDeps, create_gateway
+from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
 from modelserve.operator.local_backend import LocalBackend
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
@@ -154,7 +154,8 @@ async def run_stack(
     async def wake(server: uuid.UUID) -> str:
         return await backend.ensure_running(server)
 
-    gateway = create_gateway(GatewayDeps(verifier, sessions, http, wake))
+    upstream = upstream_client()  # the proxy hop's own pool, apart from the broker's
+    gateway = create_gateway(GatewayDeps(verifier, sessions, upstream, wake))
     public = uvicorn.Server(
         uvicorn.Config(
             Router(api, gateway),
@@ -205,6 +206,7 @@ async def run_stack(
             server.shutdown()
         host.stop()
         await http.aclose()
+        await upstream.aclose()
         await engine.dispose()
 
 

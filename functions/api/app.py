@@ -33,7 +33,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
 
-    for router in (auth, servers, models, events):
+    for router in (auth, servers, models):
         app.include_router(router.router(deps))
+    app.state.server_feed = events.Feed(deps.sessions)  # one poll for all /events streams
+    app.include_router(events.router(deps, app.state.server_feed))
     mount_dashboard(app, deps.dashboard_dir)  # last: API routes match first
     return app

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelserve.functions.ingest import IngestError, check_model_name
 from modelserve.shared.db.models import ModelRecord, ServerRecord
 from modelserve.shared.modelserve import RuntimeParams
 
@@ -30,6 +31,16 @@ class ServeBody(BaseModel):
     cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
     namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        """The rule uploads use, at the door: a name that could never be a model
+        (``../x``, a NUL byte, invisible unicode) is a 422 here, not a failed serve."""
+        try:
+            return check_model_name(value)
+        except IngestError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ServeAccepted(BaseModel):

@@ -48,6 +48,7 @@ class Stack:
     http: httpx.AsyncClient
     published: list[CloudEvent]
     wakes: list[Any] = field(default_factory=list)
+    api_app: Any = None
 
     def token(self, user: str) -> str:
         return self.issuer.access_token(user, ROLES[user])
@@ -114,7 +115,9 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
         api_cm, gateway_cm = serving(api_app), serving(gateway_app)
         api_url, gateway_url = await api_cm.__aenter__(), await gateway_cm.__aenter__()
         contexts.append((api_cm, gateway_cm, http))
-        return Stack(settings, sessions, issuer, api_url, gateway_url, http, published, wakes)
+        return Stack(
+            settings, sessions, issuer, api_url, gateway_url, http, published, wakes, api_app
+        )
 
     yield build
     for api_cm, gateway_cm, http in contexts:

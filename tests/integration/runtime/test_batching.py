@@ -6,9 +6,10 @@ alone on a one-slot server without prefix reuse.
 
 llama.cpp's CPU kernels are not batch-invariant: the same token computed in a
 different batch (other rows, other KV cells, a prefix decoded earlier) can
-differ in the last bits, about 1e-3 in a logit after the F16 KV cache's
-rounding. Where the best two tokens are closer than that, greedy decoding may
-flip. So every prompt here is first checked, in-process, to keep a lead of at
+differ in the last bits, and the F16 KV cache and the random blocks carry the
+difference on, growing with every token (a lead of 0.018 was seen to flip
+after 114 tokens). Where the best two tokens are closer than that, greedy
+decoding may flip. So every prompt here is first checked, in-process, to keep a lead of at
 least ``MIN_GAP`` along its whole greedy path; a failure of that check means
 the prompt (not the engine) must change.
 """
@@ -28,7 +29,7 @@ import pytest
 from support.runtime import RuntimeServer, start_runtime
 
 NO_EOS = {"2": -100}  # token 2 is </s>: generations run to max_tokens
-MIN_GAP = 0.01  # ten times the largest batch-to-batch logit difference seen
+MIN_GAP = 0.05  # a lead of 0.018 was seen to flip after 114 tokens
 
 PROMPTS = {
     "one-token": "a",
@@ -172,7 +173,7 @@ async def test_mixed_prompt_lengths_together_equal_alone(
 async def test_requests_joining_mid_flight_equal_alone(
     batched_no_reuse: RuntimeServer, solo: RuntimeServer, margins: Margins
 ) -> None:
-    leader = "An early request that is still generating when the others arrive."
+    leader = "An early request, still generating when others arrive."
     margins.check(leader, 200)
     alone = await stream_text(solo, leader, 200)
     started = asyncio.Event()
@@ -187,7 +188,7 @@ async def test_requests_joining_mid_flight_equal_alone(
 async def test_a_cancelled_neighbour_changes_nothing(
     batched: RuntimeServer, solo: RuntimeServer, margins: Margins
 ) -> None:
-    victim, survivor = "This one leaves early.", "This one stays to the end."
+    victim, survivor = "This one leaves early.", "This one stays until the end."
     margins.check(survivor, 120)
     margins.check(victim, 30)
     alone = (await complete(solo, survivor, 120)).text
@@ -248,7 +249,7 @@ def small_kv(margin_model: Path) -> Iterator[RuntimeServer]:
 async def test_a_full_kv_cache_ends_the_longest_request_with_length(
     small_kv: RuntimeServer, solo: RuntimeServer, margins: Margins
 ) -> None:
-    prompts = [f"Request number {n} wants two hundred tokens." for n in range(3)]
+    prompts = [f"Request number {n} fills the cache." for n in range(3)]
     for prompt in prompts:
         margins.check(prompt, 200)
     answers = await asyncio.gather(*(complete(small_kv, p, 200) for p in prompts))
@@ -283,3 +284,49 @@ async def test_chat_through_the_batch_equals_alone(
     together = await asyncio.gather(*(chat(batched, q) for q in questions))
     for question, text in zip(questions, together, strict=True):
         assert text == await chat(solo, question)
+
+
+async def test_a_stop_string_straddling_tokens_ends_the_text_before_it(
+    batched: RuntimeServer, reference: dict[str, Answer]
+) -> None:
+    full = reference["short"].text
+    stop = full[10:13]  # three one-character tokens
+    reply = await aclient(batched).completions.create(
+        model="demo",
+        prompt=PROMPTS["short"],
+        max_tokens=40,
+        temperature=0,
+        logit_bias=NO_EOS,
+        stop=[stop],
+    )
+    assert reply.choices[0].text == full[: full.index(stop)]
+    assert reply.choices[0].finish_reason == "stop"
+
+
+async def test_a_seed_reproduces_a_sampled_text(solo: RuntimeServer) -> None:
+    # Sampling follows the logits continuously, so unlike greedy texts a sampled
+    # text is only reproducible for the same batch shape: one at a time here.
+    async def sample(seed: int) -> str:
+        reply = await aclient(solo).completions.create(
+            model="demo", prompt="Roll the dice", max_tokens=40, temperature=1.0, seed=seed
+        )
+        return reply.choices[0].text
+
+    first = await sample(7)
+    assert await sample(7) == first
+    assert await sample(8) != first
+
+
+async def test_penalties_change_a_greedy_text(
+    batched: RuntimeServer, reference: dict[str, Answer]
+) -> None:
+    reply = await aclient(batched).completions.create(
+        model="demo",
+        prompt=PROMPTS["short"],
+        max_tokens=40,
+        temperature=0,
+        logit_bias=NO_EOS,
+        frequency_penalty=2.0,
+        presence_penalty=2.0,
+    )
+    assert reply.choices[0].text != reference["short"].text

@@ -156,6 +156,18 @@ def runtime(
     n_batch: Annotated[
         int | None, typer.Option(envvar=_env("n_batch"), help="Default: min(512, n_ctx).")
     ] = None,
+    n_parallel: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("n_parallel"), help="Requests decoded together (default 4 CPU, 16 GPU)."
+        ),
+    ] = None,
+    prefix_cache: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("prefix_cache"), help="Finished sequences kept for prefix reuse; 0 off."
+        ),
+    ] = None,
     chat_template: Annotated[
         str | None,
         typer.Option(
@@ -188,6 +200,8 @@ def runtime(
             n_threads=n_threads,
             n_gpu_layers=n_gpu_layers,
             n_batch=n_batch,
+            n_parallel=n_parallel,
+            prefix_cache=prefix_cache,
             chat_template=chat_template,
             seed=seed,
             max_queue=max_queue,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelserve.shared.slots import MAX_SEQUENCES, default_n_parallel
+
 ENV_PREFIX = "MODELSERVE_RUNTIME_"
 MAX_CONTEXT = 1 << 20
 DEFAULT_N_BATCH = 512
@@ -47,6 +49,12 @@ class RuntimeConfig(BaseModel):
     n_batch: int = Field(default=DEFAULT_N_BATCH, ge=1, le=1 << 16)
     """Prompt-processing batch size."""
 
+    n_parallel: int | None = Field(default=None, ge=1, le=MAX_SEQUENCES)
+    """Requests decoded together in one batch (slots); default 4 on CPU, 16 when offloaded."""
+
+    prefix_cache: int | None = Field(default=None, ge=0, le=MAX_SEQUENCES)
+    """Finished sequences whose KV stays resident for prefix reuse; default n_parallel, 0 off."""
+
     chat_template: str | None = None
     """Jinja chat template overriding the one in the GGUF; ``@path`` reads a file."""
 
@@ -54,7 +62,7 @@ class RuntimeConfig(BaseModel):
     """Default sampling seed (a request's ``seed`` wins)."""
 
     max_queue: int = Field(default=16, ge=0, le=10_000)
-    """Requests allowed to wait while one runs; beyond it the answer is 503."""
+    """Requests allowed to wait while every slot is busy; beyond it the answer is 503."""
 
     embeddings: bool = False
     """Serve /v1/embeddings (loads a second, embedding context)."""
@@ -71,6 +79,16 @@ class RuntimeConfig(BaseModel):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("must be 64 hexadecimal characters")
         return value
+
+    def slots(self) -> int:
+        """``n_parallel``, or the default for where the layers run."""
+        if self.n_parallel is not None:
+            return self.n_parallel
+        return default_n_parallel(self.n_gpu_layers != 0)
+
+    def cached_sequences(self) -> int:
+        """``prefix_cache``, or one cached sequence per slot."""
+        return self.slots() if self.prefix_cache is None else self.prefix_cache
 
     def chat_template_text(self) -> str | None:
         if self.chat_template is None or not self.chat_template.startswith("@"):
@@ -99,5 +117,10 @@ def build_config(**values: object) -> RuntimeConfig:
     if config.n_batch > config.n_ctx:
         raise RuntimeConfigError(
             f"invalid runtime parameters: n_batch ({config.n_batch}) exceeds n_ctx ({config.n_ctx})"
+        )
+    if config.slots() + config.cached_sequences() > MAX_SEQUENCES:
+        raise RuntimeConfigError(
+            f"invalid runtime parameters: n_parallel ({config.slots()}) plus prefix_cache "
+            f"({config.cached_sequences()}) exceeds llama.cpp's {MAX_SEQUENCES} sequences"
         )
     return config

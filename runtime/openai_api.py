@@ -240,7 +240,7 @@ class OpenAIRoutes:
             return error(500, str(exc), kind="server_error")
         self.engine.metrics.requests.labels(endpoint, "ok").inc()
         result["model"] = self.model_name
-        result.setdefault("usage", usage.as_dict())  # llama.cpp's own count when it gives one
+        result["usage"] = usage.as_dict()
         return JSONResponse(result)
 
     async def _stream(

@@ -13,6 +13,7 @@ from typing import Any
 from modelserve.kserve.schema import check
 from modelserve.shared.kserve_sdk import import_kserve
 from modelserve.shared.modelserve import resource_name
+from modelserve.shared.runtime_params import env_name
 from modelserve.shared.slots import n_parallel_of
 
 RUNTIME = "modelserve-llamacpp"
@@ -53,11 +54,11 @@ class ServerSpec:
 def _env(spec: ServerSpec) -> list[Any]:
     from kubernetes.client import V1EnvVar
 
-    env = [V1EnvVar(name="MODELSERVE_RUNTIME_MODEL_NAME", value=spec.model_name)]
+    env = [V1EnvVar(name=env_name("model_name"), value=spec.model_name)]
     if spec.sha256:
-        env.append(V1EnvVar(name="MODELSERVE_RUNTIME_SHA256", value=spec.sha256))
+        env.append(V1EnvVar(name=env_name("sha256"), value=spec.sha256))
     for key, value in sorted(spec.runtime_args.items()):
-        env.append(V1EnvVar(name=f"MODELSERVE_RUNTIME_{key.upper()}", value=str(value)))
+        env.append(V1EnvVar(name=env_name(key), value=str(value)))
     return env
 
 

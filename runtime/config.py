@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from modelserve.shared.runtime_params import DEFAULT_N_BATCH, RuntimeTunables
 from modelserve.shared.slots import MAX_SEQUENCES, default_n_parallel
-
-ENV_PREFIX = "MODELSERVE_RUNTIME_"
-MAX_CONTEXT = 1 << 20
-DEFAULT_N_BATCH = 512
 
 
 class RuntimeConfigError(ValueError):
     """A runtime parameter is invalid; the message names the parameter and why."""
 
 
-class RuntimeConfig(BaseModel):
-    """Everything the model server needs; each field is also ``MODELSERVE_RUNTIME_<NAME>``."""
+class RuntimeConfig(RuntimeTunables):
+    """Everything the model server needs: the tunables (declared once, in
+    shared/runtime_params.py) plus where the model is and where to listen. Each
+    field is also ``MODELSERVE_RUNTIME_<NAME>``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -36,36 +35,6 @@ class RuntimeConfig(BaseModel):
 
     port: int = Field(default=8080, ge=1, le=65535)
     """HTTP port."""
-
-    n_ctx: int = Field(default=2048, ge=16, le=MAX_CONTEXT)
-    """Context window in tokens."""
-
-    n_threads: int | None = Field(default=None, ge=1, le=1024)
-    """CPU threads for generation (default: llama.cpp's choice)."""
-
-    n_gpu_layers: int = Field(default=0, ge=-1)
-    """Layers to offload to the GPU; -1 offloads all (GPU builds only)."""
-
-    n_batch: int = Field(default=DEFAULT_N_BATCH, ge=1, le=1 << 16)
-    """Prompt-processing batch size."""
-
-    n_parallel: int | None = Field(default=None, ge=1, le=MAX_SEQUENCES)
-    """Requests decoded together in one batch (slots); default 4 on CPU, 16 when offloaded."""
-
-    prefix_cache: int | None = Field(default=None, ge=0, le=MAX_SEQUENCES)
-    """Finished sequences whose KV stays resident for prefix reuse; default n_parallel, 0 off."""
-
-    chat_template: str | None = None
-    """Jinja chat template overriding the one in the GGUF; ``@path`` reads a file."""
-
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    """Default sampling seed (a request's ``seed`` wins)."""
-
-    max_queue: int = Field(default=16, ge=0, le=10_000)
-    """Requests allowed to wait while every slot is busy; beyond it the answer is 503."""
-
-    embeddings: bool = False
-    """Serve /v1/embeddings (loads a second, embedding context)."""
 
     download_dir: Path = Path("/tmp/modelserve-models")  # noqa: S108 - a cache, not a secret
     """Where an s3:// model is downloaded to."""

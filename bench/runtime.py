@@ -220,8 +220,12 @@ async def concurrent(side: Side, streams: int, tokens: int) -> Run:
         start = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, side, tokens) for _ in range(streams)))
         wall = time.perf_counter() - start
-    rates = [(tokens - 1) / (end - first) for _, _, first, end in results if end > first]
-    return Run(side.name, streams, wall, tokens * streams, [r[0] for r in results], rates)
+    rates = [(count - 1) / (end - first) for _, count, first, end in results if end > first]
+    seen = sum(count for _, count, _, _ in results)
+    if abs(seen - tokens * streams) > 0.1 * tokens * streams:
+        print(f"warning: {side.name} streamed {seen} chunks for {tokens * streams} tokens")
+    # Chunks, not the tokens asked for: a side that stopped early gets no credit.
+    return Run(side.name, streams, wall, seen, [r[0] for r in results], rates)
 
 
 def in_process(model: Path, args: argparse.Namespace) -> Any:
@@ -242,13 +246,16 @@ def in_process_run(llm: Any, tokens: int) -> Run:
     stream = llm.create_completion(
         PROMPT, max_tokens=tokens, temperature=0, logit_bias={EOS: -100}, stream=True
     )
+    seen = 0
     for chunk in stream:
-        if chunk["choices"][0]["text"] and first is None:
-            first = time.perf_counter()
+        if chunk["choices"][0]["text"]:
+            seen += 1
+            if first is None:
+                first = time.perf_counter()
     end = time.perf_counter()
     first = first or end
-    rate = (tokens - 1) / (end - first) if end > first else 0.0
-    return Run("in-process llama-cpp-python", 1, end - start, tokens, [first - start], [rate])
+    rate = (seen - 1) / (end - first) if end > first else 0.0
+    return Run("in-process llama-cpp-python", 1, end - start, seen, [first - start], [rate])
 
 
 def summarise(runs: list[Run], sides: list[Side], streams: list[int]) -> list[dict[str, Any]]:
@@ -268,6 +275,9 @@ def summarise(runs: list[Run], sides: list[Side], streams: list[int]) -> list[di
                     "side": name,
                     "streams": n,
                     "aggregate_tok_s": statistics.median(r.tokens / r.wall for r in mine),
+                    # Contention only slows a side down: on a shared machine the
+                    # best round is the steadier estimate of what it can do.
+                    "best_aggregate_tok_s": max(r.tokens / r.wall for r in mine),
                     "stream_tok_s": statistics.median(x for r in mine for x in r.rates),
                     "ttft_p50_s": percentile(ttfts, 50),
                     "ttft_p99_s": percentile(ttfts, 99),
@@ -290,7 +300,7 @@ def ratio(rows: list[dict[str, Any]], n: int, a: str, b: str, key: str) -> float
 
 def print_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        f"{'side':28} {'streams':>7} {'agg tok/s':>10} {'stream tok/s':>12} "
+        f"{'side':28} {'streams':>7} {'agg tok/s':>10} {'best agg':>9} {'stream tok/s':>12} "
         f"{'TTFT p50':>9} {'TTFT p99':>9}"
     ]
     for row in rows:
@@ -299,7 +309,8 @@ def print_table(rows: list[dict[str, Any]]) -> list[str]:
             continue
         lines.append(
             f"{row['side']:28} {row['streams']:>7} {row['aggregate_tok_s']:>10.1f} "
-            f"{row['stream_tok_s']:>12.1f} {row['ttft_p50_s']:>8.3f}s {row['ttft_p99_s']:>8.3f}s"
+            f"{row['best_aggregate_tok_s']:>9.1f} {row['stream_tok_s']:>12.1f} "
+            f"{row['ttft_p50_s']:>8.3f}s {row['ttft_p99_s']:>8.3f}s"
         )
     return lines
 
@@ -357,6 +368,12 @@ def main() -> None:
             rows, 8, ours, "llama-cpp-python server", "aggregate_tok_s"
         ),
         "8 streams p99 TTFT vs llama-server": ratio(rows, 8, ours, "llama-server", "ttft_p99_s"),
+        "8 streams best agg tok/s vs llama-server": ratio(
+            rows, 8, ours, "llama-server", "best_aggregate_tok_s"
+        ),
+        "8 streams best agg tok/s vs FIFO runtime": ratio(
+            rows, 8, ours, "modelserve FIFO", "best_aggregate_tok_s"
+        ),
     }
     lines.append("")
     for label, value in ratios.items():

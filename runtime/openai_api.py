@@ -325,7 +325,11 @@ class OpenAIRoutes:
                 "object": "list",
                 "model": self.model_name,
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": v}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": _base64_floats(v) if parsed.encoding_format == "base64" else v,
+                    }
                     for i, v in enumerate(vectors)
                 ],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

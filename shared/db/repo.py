@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelserve.shared.db.errors import Conflict, NotFound
 from modelserve.shared.db.models import (
+    ApiKey,
     Lease,
     ModelRecord,
     ProcessedEvent,
@@ -184,6 +185,105 @@ async def count_users(session: AsyncSession, role: Role | None = None) -> int:
     if role is not None:
         query = query.where(User.role == role.value)
     return len((await session.execute(query)).all())
+
+
+async def list_users(session: AsyncSession) -> Sequence[User]:
+    result = await session.execute(select(User).order_by(User.username))
+    return result.scalars().all()
+
+
+async def set_user_disabled(session: AsyncSession, username: str, disabled: bool) -> User:
+    """Disable (or enable again) a user; disabling keeps the first time it happened."""
+    user = await session.get(User, username, populate_existing=True)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    if not disabled:
+        user.disabled_at = None
+    elif user.disabled_at is None:
+        user.disabled_at = utcnow()
+    await session.flush()
+    return user
+
+
+# --- API keys -------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession,
+    *,
+    key_id: str,
+    secret_hash: str,
+    name: str,
+    owner: str,
+    server_uuid: uuid.UUID | None,
+    expires_at: dt.datetime | None,
+) -> ApiKey:
+    """Record a new key (only the hash of its secret); the id is random, never reused."""
+    key = ApiKey(
+        key_id=key_id,
+        secret_hash=secret_hash,
+        name=name,
+        owner=owner,
+        server_uuid=server_uuid,
+        expires_at=expires_at,
+    )
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id, populate_existing=True)
+
+
+async def api_key_with_owner(session: AsyncSession, key_id: str) -> tuple[ApiKey, User] | None:
+    """The key and its owner in one query: what a credential check needs to decide."""
+    result = await session.execute(
+        select(ApiKey, User)
+        .join(User, User.username == ApiKey.owner)
+        .where(ApiKey.key_id == key_id)
+    )
+    row = result.one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def list_api_keys(
+    session: AsyncSession, owner: str | None = None, server_uuid: uuid.UUID | None = None
+) -> Sequence[ApiKey]:
+    """Newest first, optionally one owner's or one server's."""
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.key_id)
+    if owner is not None:
+        query = query.where(ApiKey.owner == owner)
+    if server_uuid is not None:
+        query = query.where(ApiKey.server_uuid == server_uuid)
+    result = await session.execute(query)
+    return result.scalars().all()
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey:
+    """Mark the key revoked (idempotent: the first revocation time stays)."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    key = await get_api_key(session, key_id)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}")
+    return key
+
+
+async def touch_api_keys(session: AsyncSession, used: dict[str, dt.datetime]) -> None:
+    """Write the last-used times gathered in memory since the last batch."""
+    for key_id, when in used.items():
+        await session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.key_id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < when),
+            )
+            .values(last_used_at=when)
+        )
 
 
 # --- processed-events ledger ------------------------------------------------------

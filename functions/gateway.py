@@ -1,7 +1,9 @@
 """The gateway: ``/<server-uuid>/v1/...`` -> that server's runtime, behind JWT auth.
 
-- A valid JWT is required: an access token with a role, or a token scoped to
-  exactly this server's UUID.
+- A valid credential is required: an API key (for this server or all its
+  owner's), an access token with a role, or a token scoped to exactly this
+  server's UUID; revoked keys and disabled users' credentials are refused
+  (``AccessGuard``: a short cache, no database read per request for them).
 - An unknown UUID is 404; a server that is still starting is 503 with
   ``Retry-After``; one that failed or was deleted is 410 with the reason.
 - In local mode an idle server is woken through the ``wake`` hook (the local
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
 from modelserve.shared.auth.errors import AuthError
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
@@ -50,10 +53,18 @@ class GatewayDeps:
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     wake: Wake | None = None  # local mode: start an idle server and return its URL
+    access_guard: AccessGuard | None = None  # shared with the API in the embedded stack
+    auth_cache_ttl: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.guard: AccessGuard = self.access_guard or AccessGuard(
+            self.verifier, self.sessions, ttl=self.auth_cache_ttl
+        )
 
 
 def create_gateway(deps: GatewayDeps) -> FastAPI:
     app = FastAPI(title="modelserve gateway", openapi_url=None, docs_url=None, redoc_url=None)
+    app.router.on_shutdown.append(deps.guard.flush)  # the last batch of last-used times
 
     async def upstream_url(server: uuid.UUID) -> str:
         async with deps.sessions() as session:
@@ -97,9 +108,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         except ValueError:
             raise HTTPException(404, f"{server_uuid!r} is not a server UUID") from None
         try:
-            deps.verifier.verify_for_server(
-                bearer_token(request.headers.get("authorization")), server
-            )
+            await deps.guard.for_server(bearer_token(request.headers.get("authorization")), server)
         except AuthError as exc:
             raise auth_failure(exc) from None
         base = await upstream_url(server)

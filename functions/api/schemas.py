@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from modelserve.shared.db.models import ModelRecord, ServerRecord
+from modelserve.shared.db.models import ApiKey, ModelRecord, ServerRecord, User
 from modelserve.shared.modelserve import RuntimeParams
 
 
@@ -100,3 +100,53 @@ class CatalogModel(BaseModel):
 class Models(BaseModel):
     mirrored: list[Model]
     catalog: list[CatalogModel]
+
+
+class KeyBody(BaseModel):
+    """Make an API key: for one server, or (without ``server_uuid``) all you may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255, examples=["chat front end"])
+    server_uuid: uuid.UUID | None = None
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+
+
+class Key(BaseModel):
+    """A key as listed: never its secret."""
+
+    key_id: str
+    name: str
+    owner: str
+    server_uuid: uuid.UUID | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, record: ApiKey) -> Key:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class NewKey(Key):
+    """The answer to creating a key: the only time ``key`` is ever shown."""
+
+    key: str
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, record: User) -> UserOut:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool

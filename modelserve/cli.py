@@ -21,6 +21,7 @@ import typer
 
 from modelserve.remote import DEFAULT_DATA_DIR, DEFAULT_URL, mint_token, register
 from modelserve.remote import fail as _fail
+from modelserve.remote_keys import register as register_keys
 
 app = typer.Typer(
     name="modelserve",
@@ -246,6 +247,7 @@ def operator_command(
 
 
 register(app)
+register_keys(app)
 
 
 def main() -> None:

@@ -8,8 +8,11 @@
   ``Retry-After``; one that failed or was deleted is 410 with the reason.
 - In local mode an idle server is woken through the ``wake`` hook (the local
   backend's ``ensure_running``) and the request waits for it, bounded.
-- Bodies stream both ways without buffering; when the client goes away the
+- Bodies stream both ways without buffering (a completion request's small JSON
+  body is read first, to ask for its usage); when the client goes away the
   upstream request is closed, which stops the runtime's generation.
+- Completions are metered per server, user and key (``usage.py``): the answer's
+  usage is read as it passes and written in batches, off the request's path.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
+from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
@@ -55,16 +61,24 @@ class GatewayDeps:
     wake: Wake | None = None  # local mode: start an idle server and return its URL
     access_guard: AccessGuard | None = None  # shared with the API in the embedded stack
     auth_cache_ttl: float = 1.0
+    usage: UsageRecorder | None = None  # default: one writing to ``sessions``
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
             self.verifier, self.sessions, ttl=self.auth_cache_ttl
         )
+        self.recorder: UsageRecorder = self.usage or UsageRecorder(self.sessions)
 
 
 def create_gateway(deps: GatewayDeps) -> FastAPI:
     app = FastAPI(title="modelserve gateway", openapi_url=None, docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(deps.guard.flush)  # the last batch of last-used times
+    app.router.on_shutdown.append(deps.recorder.close)  # and of usage
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Tokens per server, user and key, for Prometheus."""
+        return Response(generate_latest(deps.recorder.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def upstream_url(server: uuid.UUID) -> str:
         async with deps.sessions() as session:
@@ -108,29 +122,50 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         except ValueError:
             raise HTTPException(404, f"{server_uuid!r} is not a server UUID") from None
         try:
-            await deps.guard.for_server(bearer_token(request.headers.get("authorization")), server)
+            who = await deps.guard.for_server(
+                bearer_token(request.headers.get("authorization")), server
+            )
         except AuthError as exc:
             raise auth_failure(exc) from None
         base = await upstream_url(server)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        metered = request.method == "POST" and path.rstrip("/").endswith(METERED)
+        hide_usage = False
+        content: Any = request.stream()
+        if metered:
+            prepared = prepare_request(path, await request.body())
+            content, hide_usage = prepared.body, prepared.hide_usage
+            headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
         upstream = deps.http.build_request(
             request.method,
             f"{base.rstrip('/')}/{path}",
             params=request.query_params,
             headers=headers,
-            content=request.stream(),
+            content=content,
         )
         try:
             response = await deps.http.send(upstream, stream=True)
         except httpx.TransportError as exc:
             raise HTTPException(502, f"server {server} did not answer: {exc}") from None
+        meter = (
+            UsageMeter(response.headers.get("content-type", ""), hide_usage)
+            if metered and response.status_code < 400
+            else None
+        )
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for chunk in response.aiter_raw():
-                    yield chunk
+                    if meter is None:
+                        yield chunk
+                    elif passed := meter.feed(chunk):
+                        yield passed
+                if meter is not None and (rest := meter.rest()):
+                    yield rest
             finally:
                 await response.aclose()  # a client that left stops the runtime's work
+                if meter is not None:  # a cut stream counts what was sent
+                    deps.recorder.record(server, who.subject, who.key_id, *meter.finish())
 
         return StreamingResponse(
             body(),

@@ -158,7 +158,8 @@ async def run_stack(
     async def wake(server: uuid.UUID) -> str:
         return await backend.ensure_running(server)
 
-    gateway = create_gateway(GatewayDeps(verifier, sessions, http, wake, access_guard=guard))
+    gateway_deps = GatewayDeps(verifier, sessions, http, wake, access_guard=guard)
+    gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(
         uvicorn.Config(
             Router(api, gateway),
@@ -210,6 +211,7 @@ async def run_stack(
         host.stop()
         await http.aclose()
         await guard.flush()  # lifespan is off here: the last batch of last-used times
+        await gateway_deps.recorder.close()  # and of usage
         await engine.dispose()
 
 

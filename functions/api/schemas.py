@@ -150,3 +150,20 @@ class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     disabled: bool
+
+
+class UsageRow(BaseModel):
+    minute: dt.datetime
+    server_uuid: uuid.UUID
+    username: str
+    key_id: str = Field(description='The API key used; "" for a JWT.')
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Usage(BaseModel):
+    rows: list[UsageRow]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int

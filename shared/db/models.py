@@ -203,3 +203,21 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     holder: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class UsageMinute(Base):
+    """Tokens through the gateway, summed per minute, server, user and key.
+
+    ``key_id`` is ``""`` for requests made with a JWT (a primary key column
+    cannot be NULL). Rows are written in batches by the gateway, never per request.
+    """
+
+    __tablename__ = "usage_minutes"
+
+    minute: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    server_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Insert, delete, or_, select, update
@@ -24,6 +25,7 @@ from modelserve.shared.db.models import (
     ProcessedEvent,
     Role,
     ServerRecord,
+    UsageMinute,
     User,
     utcnow,
 )
@@ -284,6 +286,76 @@ async def touch_api_keys(session: AsyncSession, used: dict[str, dt.datetime]) ->
             )
             .values(last_used_at=when)
         )
+
+
+# --- usage ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    """One row of ``usage_minutes``: what a batch adds up under."""
+
+    minute: dt.datetime
+    server_uuid: uuid.UUID
+    username: str
+    key_id: str  # "" for a JWT
+
+
+@dataclass
+class UsageCounts:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def add_usage(session: AsyncSession, batch: dict[UsageKey, UsageCounts]) -> None:
+    """Add a batch to the per-minute rows (an upsert that sums: replicas write alike)."""
+    dialect = session.get_bind().dialect.name
+    table = UsageMinute.__table__
+    for key, counts in batch.items():
+        values = {
+            "minute": key.minute,
+            "server_uuid": key.server_uuid,
+            "username": key.username,
+            "key_id": key.key_id,
+            "requests": counts.requests,
+            "prompt_tokens": counts.prompt_tokens,
+            "completion_tokens": counts.completion_tokens,
+        }
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(**values)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["minute", "server_uuid", "username", "key_id"],
+                set_={
+                    name: table.c[name] + insert.excluded[name]
+                    for name in ("requests", "prompt_tokens", "completion_tokens")
+                },
+            )
+        )
+
+
+async def usage(
+    session: AsyncSession,
+    *,
+    username: str | None = None,
+    key_id: str | None = None,
+    server_uuid: uuid.UUID | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> Sequence[UsageMinute]:
+    """Per-minute rows, oldest first, narrowed by any of the filters."""
+    query = select(UsageMinute).order_by(UsageMinute.minute, UsageMinute.server_uuid)
+    if username is not None:
+        query = query.where(UsageMinute.username == username)
+    if key_id is not None:
+        query = query.where(UsageMinute.key_id == key_id)
+    if server_uuid is not None:
+        query = query.where(UsageMinute.server_uuid == server_uuid)
+    if since is not None:
+        query = query.where(UsageMinute.minute >= since)
+    if until is not None:
+        query = query.where(UsageMinute.minute < until)
+    return (await session.execute(query)).scalars().all()
 
 
 # --- processed-events ledger ------------------------------------------------------

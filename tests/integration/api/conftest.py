@@ -19,6 +19,7 @@ from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.appliers import LocalApplier
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.gateway import GatewayDeps, Wake, create_gateway
+from modelserve.functions.usage import UsageRecorder
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import create_user
@@ -51,6 +52,7 @@ class Stack:
     wakes: list[Any] = field(default_factory=list)
     api_guard: AccessGuard | None = None
     gateway_guard: AccessGuard | None = None
+    recorder: UsageRecorder | None = None
 
     def token(self, user: str) -> str:
         return self.issuer.access_token(user, ROLES[user])
@@ -140,6 +142,7 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
             wakes,
             api_guard=api_deps.guard,
             gateway_guard=gateway_deps.guard,
+            recorder=gateway_deps.recorder,
         )
 
     yield build

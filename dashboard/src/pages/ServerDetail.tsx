@@ -1,6 +1,7 @@
 import { useState } from "react";
 import { ApiError } from "../api";
 import { CopyBlock } from "../components/CopyBlock";
+import { ServerKeys } from "../components/ServerKeys";
 import { StatusBadge } from "../components/StatusBadge";
 import { ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
@@ -130,6 +131,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
           )}
         </div>
       </div>
+      {!gone && server.status !== "failed" && <ServerKeys serverUuid={uuid} />}
     </section>
   );
 }

@@ -18,17 +18,19 @@
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
+from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
 from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
@@ -68,6 +70,23 @@ class GatewayDeps:
             self.verifier, self.sessions, ttl=self.auth_cache_ttl
         )
         self.recorder: UsageRecorder = self.usage or UsageRecorder(self.sessions)
+        self.budgets = BudgetGate(self.sessions, self.recorder, ttl=self.auth_cache_ttl)
+
+
+def over_budget(exc: OverBudget) -> JSONResponse:
+    """OpenAI's shape for a quota refusal, so clients raise their RateLimitError."""
+    return JSONResponse(
+        {
+            "error": {
+                "message": str(exc),
+                "type": "insufficient_quota",
+                "param": None,
+                "code": "budget_exceeded",
+            }
+        },
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 def create_gateway(deps: GatewayDeps) -> FastAPI:
@@ -116,7 +135,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
     @app.api_route(
         "/{server_uuid}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     )
-    async def proxy(server_uuid: str, path: str, request: Request) -> StreamingResponse:
+    async def proxy(server_uuid: str, path: str, request: Request) -> Response:
         try:
             server = uuid.UUID(server_uuid)
         except ValueError:
@@ -127,26 +146,41 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             )
         except AuthError as exc:
             raise auth_failure(exc) from None
-        base = await upstream_url(server)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         metered = request.method == "POST" and path.rstrip("/").endswith(METERED)
-        hide_usage = False
-        content: Any = request.stream()
-        if metered:
-            prepared = prepare_request(path, await request.body())
-            content, hide_usage = prepared.body, prepared.hide_usage
-            headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
-        upstream = deps.http.build_request(
-            request.method,
-            f"{base.rstrip('/')}/{path}",
-            params=request.query_params,
-            headers=headers,
-            content=content,
-        )
+        ticket: Ticket | None = None
+        if metered and who.budgets:
+            try:
+                ticket = await deps.budgets.admit(who.budgets)
+            except OverBudget as exc:
+                return over_budget(exc)
+            except TimeoutError:
+                raise HTTPException(
+                    503, "too many requests wait on this budget", headers={"Retry-After": "5"}
+                ) from None
         try:
-            response = await deps.http.send(upstream, stream=True)
-        except httpx.TransportError as exc:
-            raise HTTPException(502, f"server {server} did not answer: {exc}") from None
+            base = await upstream_url(server)
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            hide_usage = False
+            content: Any = request.stream()
+            if metered:
+                prepared = prepare_request(path, await request.body())
+                content, hide_usage = prepared.body, prepared.hide_usage
+                headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
+            upstream = deps.http.build_request(
+                request.method,
+                f"{base.rstrip('/')}/{path}",
+                params=request.query_params,
+                headers=headers,
+                content=content,
+            )
+            try:
+                response = await deps.http.send(upstream, stream=True)
+            except httpx.TransportError as exc:
+                raise HTTPException(502, f"server {server} did not answer: {exc}") from None
+        except BaseException:
+            if ticket is not None:
+                ticket.done(0)
+            raise
         meter = (
             UsageMeter(response.headers.get("content-type", ""), hide_usage)
             if metered and response.status_code < 400
@@ -164,11 +198,21 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                     yield rest
             finally:
                 await response.aclose()  # a client that left stops the runtime's work
+                tokens = 0
                 if meter is not None:  # a cut stream counts what was sent
-                    deps.recorder.record(server, who.subject, who.key_id, *meter.finish())
+                    prompt, completion = meter.finish()
+                    deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
+                    tokens = prompt + completion
+                if ticket is not None:
+                    ticket.done(tokens)
 
+        stream = body()
+        if ticket is not None:
+            # A body never iterated (the client left first) has no finally to run:
+            # its collection lets the budget's next request in.
+            weakref.finalize(stream, ticket.done, 0)
         return StreamingResponse(
-            body(),
+            stream,
             status_code=response.status_code,
             headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
         )

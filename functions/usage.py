@@ -147,6 +147,9 @@ class UsageRecorder:
         self._interval = interval
         self._pending: dict[repo.UsageKey, repo.UsageCounts] = {}
         self._task: asyncio.Task[None] | None = None
+        # Held while a batch is being written: a budget reading the database and
+        # what is still in memory sees each token exactly once.
+        self.writing = asyncio.Lock()
         self.registry = registry or CollectorRegistry()
         labels = ["server", "user", "key"]
         self.prompt = Counter(
@@ -184,7 +187,23 @@ class UsageRecorder:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def unflushed(
+        self, since: dt.datetime, *, key_id: str | None = None, user: str | None = None
+    ) -> int:
+        """Tokens recorded here since ``since`` and not yet written, for a key or a user."""
+        return sum(
+            c.prompt_tokens + c.completion_tokens
+            for k, c in self._pending.items()
+            if k.minute >= since
+            and (key_id is None or k.key_id == key_id)
+            and (user is None or k.username == user)
+        )
+
     async def flush(self) -> None:
+        async with self.writing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}

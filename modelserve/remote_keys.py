@@ -65,6 +65,9 @@ def keys_create(
         uuid.UUID | None, typer.Option(help="Only this server; default: all you may use.")
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime: 30d, 12h, 30m, 600s.")] = None,
+    tokens_per_day: Annotated[
+        int | None, typer.Option(help="Budget per UTC day; past it the gateway answers 429.")
+    ] = None,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     token: Token = None,
@@ -72,7 +75,12 @@ def keys_create(
 ) -> None:
     """Make an API key and print it, once: it cannot be shown again."""
     try:
-        body = KeyBody(name=name, server_uuid=server, expires_in_seconds=_seconds(expires))
+        body = KeyBody(
+            name=name,
+            server_uuid=server,
+            expires_in_seconds=_seconds(expires),
+            tokens_per_day=tokens_per_day,
+        )
     except ValueError as exc:
         raise fail(str(exc)) from None
     made = _run(_client(url, token, data_dir), lambda c: c.create_key(body))

@@ -110,6 +110,12 @@ class KeyBody(BaseModel):
     name: str = Field(min_length=1, max_length=255, examples=["chat front end"])
     server_uuid: uuid.UUID | None = None
     expires_in_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+    tokens_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="Budget per UTC day; past it the gateway says 429.",
+    )
 
 
 class Key(BaseModel):
@@ -123,6 +129,7 @@ class Key(BaseModel):
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    tokens_per_day: int | None = None
 
     @classmethod
     def of(cls, record: ApiKey) -> Key:
@@ -140,6 +147,7 @@ class UserOut(BaseModel):
     role: str
     created_at: dt.datetime
     disabled_at: dt.datetime | None
+    tokens_per_day: int | None = None
 
     @classmethod
     def of(cls, record: User) -> UserOut:
@@ -147,9 +155,12 @@ class UserOut(BaseModel):
 
 
 class UserPatch(BaseModel):
+    """Only the fields sent change; ``tokens_per_day: null`` lifts the budget."""
+
     model_config = ConfigDict(extra="forbid")
 
-    disabled: bool
+    disabled: bool | None = None
+    tokens_per_day: int | None = Field(default=None, ge=1, le=10**12)
 
 
 class UsageRow(BaseModel):

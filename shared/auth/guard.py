@@ -46,6 +46,15 @@ MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A tokens-per-UTC-day limit on a key (``scope`` "key") or a user ("user")."""
+
+    scope: str
+    name: str
+    tokens_per_day: int
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who a verified credential speaks for at a server's door."""
 
@@ -53,6 +62,13 @@ class Principal:
     kind: str  # "access", "server" (a JWT of those kinds) or "key"
     role: Role | None
     key_id: str | None = None
+    budgets: tuple[Budget, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserState:
+    disabled: bool
+    tokens_per_day: int | None
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class KeyState:
     server_uuid: uuid.UUID | None
     expires_at: dt.datetime | None
     revoked: bool
+    key_budget: int | None = None
+    owner_budget: int | None = None
 
 
 class TtlCache(Generic[K, V]):
@@ -122,7 +140,7 @@ class AccessGuard:
         self.verifier = verifier
         self._sessions = sessions
         self._keys: TtlCache[str, KeyState | None] = TtlCache(ttl, clock)
-        self._users: TtlCache[str, bool | None] = TtlCache(ttl, clock)  # disabled?
+        self._users: TtlCache[str, UserState | None] = TtlCache(ttl, clock)
         self._used: dict[str, dt.datetime] = {}
         self.loads = 0  # database round trips for credentials, for tests and metrics
 
@@ -141,8 +159,10 @@ class AccessGuard:
         if token is not None and apikeys.looks_like_key(token):
             return await self._key(token, server)
         claims = self.verifier.verify_for_server(token, server)
-        await self._refuse_disabled(claims.subject)
-        return _principal(claims)
+        user = await self._refuse_disabled(claims.subject)
+        budgets = _budgets(None, None, claims.subject, user.tokens_per_day if user else None)
+        kind = "server" if claims.kind is TokenKind.SERVER else "access"
+        return Principal(claims.subject, kind, claims.role, None, budgets)
 
     # --- invalidation (the replica that made the change) ----------------------------
 
@@ -180,11 +200,14 @@ class AccessGuard:
         if state.server_uuid is not None and state.server_uuid != server:
             raise Forbidden(f"the API key is scoped to another server, not {server}")
         self._used[key_id] = dt.datetime.now(dt.UTC)
-        return Principal(state.owner, "key", state.owner_role, key_id)
+        budgets = _budgets(key_id, state.key_budget, state.owner, state.owner_budget)
+        return Principal(state.owner, "key", state.owner_role, key_id, budgets)
 
-    async def _refuse_disabled(self, username: str) -> None:
-        if await self._users.get(username, self._load_user):
+    async def _refuse_disabled(self, username: str) -> UserState | None:
+        user = await self._users.get(username, self._load_user)
+        if user is not None and user.disabled:
             raise DisabledUser(f"user {username!r} is disabled")
+        return user
 
     async def _load_key(self, key_id: str) -> KeyState | None:
         self.loads += 1
@@ -202,19 +225,29 @@ class AccessGuard:
             server_uuid=key.server_uuid,
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
+            key_budget=key.tokens_per_day,
+            owner_budget=owner.tokens_per_day,
         )
 
-    async def _load_user(self, username: str) -> bool | None:
-        """True: disabled; False: enabled; None: no such user (a service's own token)."""
+    async def _load_user(self, username: str) -> UserState | None:
+        """None: no such user (a service's own token)."""
         self.loads += 1
         async with self._sessions() as session:
             user = await repo.get_user(session, username)
-            return None if user is None else user.disabled_at is not None
+            if user is None:
+                return None
+            return UserState(user.disabled_at is not None, user.tokens_per_day)
 
 
-def _principal(claims: Claims) -> Principal:
-    kind = "server" if claims.kind is TokenKind.SERVER else "access"
-    return Principal(claims.subject, kind, claims.role)
+def _budgets(
+    key_id: str | None, key_limit: int | None, user: str, user_limit: int | None
+) -> tuple[Budget, ...]:
+    found = []
+    if key_id is not None and key_limit is not None:
+        found.append(Budget("key", key_id, key_limit))
+    if user_limit is not None:
+        found.append(Budget("user", user, user_limit))
+    return tuple(found)
 
 
 __all__ = ["AccessGuard", "MissingToken", "Principal"]

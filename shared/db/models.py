@@ -155,6 +155,8 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Set by an admin: from then on every token and key of this user is refused.
     disabled_at: Mapped[dt.datetime | None] = mapped_column()
+    # Tokens (prompt + completion) per UTC day through the gateway; None: no limit.
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):
@@ -180,6 +182,7 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     last_used_at: Mapped[dt.datetime | None] = mapped_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # None: no limit
 
 
 class ProcessedEvent(Base):

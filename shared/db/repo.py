@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, delete, or_, select, update
+from sqlalchemy import Insert, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -194,6 +194,15 @@ async def list_users(session: AsyncSession) -> Sequence[User]:
     return result.scalars().all()
 
 
+async def set_user_budget(session: AsyncSession, username: str, tokens_per_day: int | None) -> User:
+    user = await session.get(User, username, populate_existing=True)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    user.tokens_per_day = tokens_per_day
+    await session.flush()
+    return user
+
+
 async def set_user_disabled(session: AsyncSession, username: str, disabled: bool) -> User:
     """Disable (or enable again) a user; disabling keeps the first time it happened."""
     user = await session.get(User, username, populate_existing=True)
@@ -219,6 +228,7 @@ async def create_api_key(
     owner: str,
     server_uuid: uuid.UUID | None,
     expires_at: dt.datetime | None,
+    tokens_per_day: int | None = None,
 ) -> ApiKey:
     """Record a new key (only the hash of its secret); the id is random, never reused."""
     key = ApiKey(
@@ -228,6 +238,7 @@ async def create_api_key(
         owner=owner,
         server_uuid=server_uuid,
         expires_at=expires_at,
+        tokens_per_day=tokens_per_day,
     )
     session.add(key)
     await session.flush()
@@ -356,6 +367,24 @@ async def usage(
     if until is not None:
         query = query.where(UsageMinute.minute < until)
     return (await session.execute(query)).scalars().all()
+
+
+async def tokens_since(
+    session: AsyncSession,
+    since: dt.datetime,
+    *,
+    key_id: str | None = None,
+    username: str | None = None,
+) -> int:
+    """Prompt plus completion tokens written since ``since`` for one key or one user."""
+    query = select(
+        func.coalesce(func.sum(UsageMinute.prompt_tokens + UsageMinute.completion_tokens), 0)
+    ).where(UsageMinute.minute >= since)
+    if key_id is not None:
+        query = query.where(UsageMinute.key_id == key_id)
+    if username is not None:
+        query = query.where(UsageMinute.username == username)
+    return int((await session.execute(query)).scalar_one())
 
 
 # --- processed-events ledger ------------------------------------------------------

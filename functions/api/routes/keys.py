@@ -53,6 +53,7 @@ def router(deps: ApiDeps) -> APIRouter:
                 owner=claims.subject,
                 server_uuid=body.server_uuid,
                 expires_at=expires,
+                tokens_per_day=body.tokens_per_day,
             )
             listed = Key.of(record)
         return NewKey(**listed.model_dump(), key=made.plaintext)

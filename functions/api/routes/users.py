@@ -26,15 +26,23 @@ def router(deps: ApiDeps) -> APIRouter:
 
     @api.patch("/users/{username}", response_model=UserOut)
     async def patch_user(username: str, body: UserPatch, claims: Claims = admin) -> UserOut:
-        """``{"disabled": true}`` refuses every token and key of the user from now on."""
+        """``{"disabled": true}`` refuses every token and key of the user from now on;
+        ``{"tokens_per_day": N}`` sets their daily budget (``null`` lifts it)."""
         if body.disabled and username == claims.subject:
             raise HTTPException(409, "an admin cannot disable themselves")
         async with deps.sessions.begin() as session:
             try:
-                user = UserOut.of(await repo.set_user_disabled(session, username, body.disabled))
+                if body.disabled is not None:
+                    await repo.set_user_disabled(session, username, body.disabled)
+                if "tokens_per_day" in body.model_fields_set:
+                    await repo.set_user_budget(session, username, body.tokens_per_day)
+                user = await repo.get_user(session, username)
+                if user is None:
+                    raise repo.NotFound(username)
+                answer = UserOut.of(user)
             except repo.NotFound:
                 raise HTTPException(404, f"no user {username!r}") from None
         deps.guard.invalidate_user(username)
-        return user
+        return answer
 
     return api

@@ -52,8 +52,23 @@ async def test_keys_create_refuses_bad_input(stack: Any) -> None:
     assert bad.exit_code == 2 and "duration" in bad.output
     unknown = await cli(stack, "alice", "keys", "create", "x", "--server", str(uuid.uuid4()))
     assert unknown.exit_code == 1 and "404" in unknown.output
-    expiring = await cli(stack, "alice", "keys", "create", "x", "--expires", "30d", "--json")
-    assert expiring.exit_code == 0 and json.loads(expiring.stdout)["expires_at"] is not None
+    expiring = await cli(
+        stack,
+        "alice",
+        "keys",
+        "create",
+        "x",
+        "--expires",
+        "30d",
+        "--tokens-per-day",
+        "5000",
+        "--json",
+    )
+    assert expiring.exit_code == 0, expiring.output
+    assert json.loads(expiring.stdout)["expires_at"] is not None
+    assert json.loads(expiring.stdout)["tokens_per_day"] == 5000
+    zero = await cli(stack, "alice", "keys", "create", "x", "--tokens-per-day", "0")
+    assert zero.exit_code == 2 and "tokens_per_day" in zero.output
 
 
 async def test_users_disable_and_enable(stack: Any) -> None:

@@ -33,6 +33,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
 
+    # /auth notes keys' last use in memory: the last batch is written on the way out.
+    app.router.on_shutdown.append(deps.guard.flush)
     for router in (auth, servers, models, events, keys, users, usage):
         app.include_router(router.router(deps))
     mount_dashboard(app, deps.dashboard_dir)  # last: API routes match first

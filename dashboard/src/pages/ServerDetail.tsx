@@ -121,7 +121,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
                   {server.gateway_url}
                 </a>
               </p>
-              <p className="muted">Any OpenAI client works with this base URL and your token as the API key.</p>
+              <p className="muted">Any OpenAI client works with this base URL and an API key (below) or your token.</p>
               <CopyBlock label="OpenAI base_url" text={`${server.gateway_url}/v1`} />
               <CopyBlock label="Python (openai)" text={openaiSnippet(server.gateway_url, server.model_name)} />
               <CopyBlock label="curl" text={curlSnippet(server.gateway_url, server.model_name)} />

@@ -82,6 +82,23 @@ export interface NewApiKey extends ApiKey {
   key: string;
 }
 
+export interface UsageRow {
+  minute: string;
+  server_uuid: string;
+  username: string;
+  key_id: string; // "" for a JWT
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface Usage {
+  rows: UsageRow[];
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
@@ -190,6 +207,11 @@ export class Api {
 
   revokeKey(keyId: string): Promise<ApiKey> {
     return this.request("DELETE", `/keys/${encodeURIComponent(keyId)}`);
+  }
+
+  usage(serverUuid: string, since: string, signal?: AbortSignal): Promise<Usage> {
+    const query = `server_uuid=${encodeURIComponent(serverUuid)}&since=${encodeURIComponent(since)}`;
+    return this.request("GET", `/usage?${query}`, undefined, signal);
   }
 
   /** Status changes as they happen (`GET /events`), until `signal` aborts. */

@@ -6,6 +6,7 @@ import { ServerDetail } from "../src/pages/ServerDetail";
 import { fakeFetch, json, renderWith, server } from "./helpers";
 
 const ready = server();
+const NO_USAGE = () => json({ rows: [], requests: 0, prompt_tokens: 0, completion_tokens: 0 });
 const SECRET = "msk_0123456789ab_" + "S".repeat(43);
 
 function listed(overrides: Partial<ApiKey> = {}): ApiKey {
@@ -26,6 +27,7 @@ describe("ServerKeys on a server's page", () => {
   it("creates a key for this server, shows it once, then revokes it", async () => {
     const { fetcher, calls } = fakeFetch({
       [`GET /keys?server_uuid=${ready.server_uuid}`]: () => json([]),
+      "GET /usage?*": () => NO_USAGE(),
       "POST /keys": () => json({ ...listed(), key: SECRET }, 201),
       "DELETE /keys/0123456789ab": () => json(listed({ revoked_at: new Date().toISOString() })),
     });
@@ -50,7 +52,8 @@ describe("ServerKeys on a server's page", () => {
 
     await user.click(screen.getByRole("button", { name: "Revoke chat front end" }));
     await waitFor(() => expect(within(table).getByText("revoked")).toBeInTheDocument());
-    expect(calls.map((c) => c.method)).toEqual(["GET", "POST", "DELETE"]);
+    const keyCalls = calls.filter((c) => c.url.startsWith("/keys"));
+    expect(keyCalls.map((c) => c.method)).toEqual(["GET", "POST", "DELETE"]);
     expect(screen.queryByRole("button", { name: /Revoke/ })).not.toBeInTheDocument();
   });
 
@@ -58,6 +61,7 @@ describe("ServerKeys on a server's page", () => {
     const { fetcher } = fakeFetch({
       [`GET /keys?server_uuid=${ready.server_uuid}`]: () => json([listed({ revoked_at: "2026-11-22T10:00:00Z" })]),
       "POST /keys": () => json({ detail: "server is failed" }, 409),
+      "GET /usage?*": () => NO_USAGE(),
     });
     renderWith(<ServerDetail uuid={ready.server_uuid} />, { servers: new Map([[ready.server_uuid, ready]]), fetcher });
     expect(await screen.findByText("revoked")).toBeInTheDocument();

@@ -80,6 +80,7 @@ describe("ServerDetail", () => {
     const { fetcher, calls } = fakeFetch({
       [`DELETE /servers/${ready.server_uuid}`]: () => json({ ...ready, status: "deleting" }),
       [`GET /keys?server_uuid=${ready.server_uuid}`]: () => json([]),
+      "GET /usage?*": () => json({ rows: [], requests: 0, prompt_tokens: 0, completion_tokens: 0 }),
     });
     const upserted: Server[] = [];
     renderWith(<ServerDetail uuid={ready.server_uuid} />, {

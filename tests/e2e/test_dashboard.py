@@ -267,6 +267,9 @@ def test_a_key_from_the_server_page(browser: Browser, up: Up, shots: Path) -> No
         while http.get("/usage", params={"key_id": key_id}, headers=admin).json()["requests"] < 1:
             assert time.monotonic() < deadline, "the key's usage was never written"
             time.sleep(0.2)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.get_by_role("table", name="Usage per key")).to_contain_text(key_id)
+        expect(page.get_by_role("img", name="Tokens per minute").locator("rect")).to_have_count(1)
 
         page.get_by_role("button", name="Revoke e2e front end").click()
         expect(page.get_by_role("table", name="API keys")).to_contain_text("revoked")

@@ -2,6 +2,7 @@ import { useState } from "react";
 import { ApiError } from "../api";
 import { CopyBlock } from "../components/CopyBlock";
 import { ServerKeys } from "../components/ServerKeys";
+import { ServerUsage } from "../components/ServerUsage";
 import { StatusBadge } from "../components/StatusBadge";
 import { ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
@@ -132,6 +133,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
         </div>
       </div>
       {!gone && server.status !== "failed" && <ServerKeys serverUuid={uuid} />}
+      {!gone && server.status !== "failed" && <ServerUsage serverUuid={uuid} />}
     </section>
   );
 }

@@ -62,5 +62,6 @@ def gateway() -> FastAPI:
             verifier=TokenVerifier.from_settings(settings),
             sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
             http=upstream_client(),
+            auth_cache_ttl=settings.auth_cache_ttl_seconds,
         )
     )

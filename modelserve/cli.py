@@ -23,6 +23,7 @@ import typer
 
 from modelserve.remote import DEFAULT_DATA_DIR, DEFAULT_URL, mint_token, register
 from modelserve.remote import fail as _fail
+from modelserve.remote_keys import register as register_keys
 from modelserve.shared.runtime_params import env_name
 
 app = typer.Typer(
@@ -228,6 +229,7 @@ def operator_command(
 
 
 register(app)
+register_keys(app)
 
 
 def main() -> None:

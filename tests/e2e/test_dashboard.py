@@ -173,14 +173,23 @@ def test_sign_in_serve_watch_chat_delete(browser: Browser, up: Up, shots: Path) 
     page.get_by_role("link", name="Chat", exact=True).click()
     page.get_by_label("Max tokens").fill("200")
     page.evaluate(RECORD_ANSWER_LENGTHS)
-    page.get_by_label("Message text").fill("Hello")
-    page.get_by_role("button", name="Send").click()
-    expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=60_000)
-    final = page.locator(".message-assistant p").last.inner_text()
-    assert final and final != "\N{HORIZONTAL ELLIPSIS}"
-    lengths = page.evaluate("window.answerLengths")
-    partial = [n for n in lengths if 1 < n < len(final)]
-    assert len(set(partial)) >= 2, f"the answer arrived in one piece: {lengths}"
+    # The demo model writes 200 tokens in well under a second: a browser starved of CPU
+    # may read them in one go. A page that does not stream fails every try.
+    tries: list[list[int]] = []
+    for attempt in range(3):
+        if attempt:
+            page.get_by_role("button", name="Clear").click()
+            page.evaluate("window.answerLengths = []")
+        page.get_by_label("Message text").fill("Hello")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=60_000)
+        final = page.locator(".message-assistant p").last.inner_text()
+        assert final and final != "\N{HORIZONTAL ELLIPSIS}"
+        tries.append(page.evaluate("window.answerLengths"))
+        if len({n for n in tries[-1] if 1 < n < len(final)}) >= 2:
+            break
+    else:
+        raise AssertionError(f"the answer arrived in one piece every time: {tries}")
     snap(page, shots, "07-chat")
 
     # Models: the mirrored demo model with its GGUF facts.

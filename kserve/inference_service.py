@@ -19,6 +19,7 @@ GPU_RUNTIME = "modelserve-llamacpp-gpu"
 MODEL_FORMAT = "gguf"
 SERVICE_ACCOUNT = "modelserve-models"
 API_VERSION = "serving.kserve.io/v1beta1"
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 
 
 def isvc_name(server_uuid: uuid.UUID) -> str:
@@ -44,6 +45,7 @@ class ServerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     service_account: str = SERVICE_ACCOUNT
+    deployment_mode: str = "Serverless"
 
 
 def _env(spec: ServerSpec) -> list[Any]:
@@ -72,7 +74,7 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
             name=isvc_name(spec.server_uuid),
             namespace=spec.namespace,
             labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
-            annotations={"serving.kserve.io/deploymentMode": "Serverless", **spec.annotations},
+            annotations={DEPLOYMENT_MODE: spec.deployment_mode, **spec.annotations},
         ),
         spec=kserve.V1beta1InferenceServiceSpec(
             predictor=kserve.V1beta1PredictorSpec(

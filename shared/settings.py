@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     namespace: str = "modelserve"
     """Kubernetes namespace for ModelServe resources."""
 
+    kserve_deployment_mode: Literal["Serverless", "RawDeployment"] = "Serverless"
+    """KServe deployment mode of every InferenceService: ``Serverless`` (Knative, scales
+    to zero) or ``RawDeployment`` (a Deployment and an HPA) for clusters without Knative."""
+
     # --- pipeline ---------------------------------------------------------------
     catalog_backend: Literal["local", "s3", "http"] = "local"
     """Where missing models come from: a directory, an S3/MinIO bucket, or an HTTP catalog

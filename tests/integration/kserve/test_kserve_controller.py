@@ -1,0 +1,254 @@
+"""The real KServe controller accepts kserve/ and renders the operator's InferenceService.
+
+KServe v0.16.0's manager runs against the real control plane with its own CRDs,
+``inferenceservice-config`` and webhooks (support/kserve_controller.py). Our
+operator (logged in as config/'s ``modelserve-operator``) turns a ModelServe into
+an InferenceService in RawDeployment mode; everything asserted below is what
+KServe's webhooks and reconciler made of it: the predictor Deployment and
+Service, and the Pod its pod mutator gave the storage initializer.
+
+kwok plays the kubelet: it marks the Pod Running and Ready without starting a
+container, so nothing here proves that the rendered pod starts, and readiness is
+not asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modelserve.shared import modelserve as ms
+from modelserve.shared.db import repo
+from modelserve.shared.db.engine import make_engine, make_sessionmaker
+from modelserve.shared.settings import load_settings
+from support.databases import create_postgres_database, drop_postgres_database
+from support.kserve_controller import KServeController
+from support.kube import KubeCluster
+from support.kubectl import KubeconfigFor
+from support.operator_harness import running_operator
+from support.postgres import PostgresServer
+from support.records import new_server
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres]
+NAMESPACE = "modelserve"
+RUNTIME = ("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+STORAGE_URI = "s3://models/demo/demo.gguf"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+
+
+async def eventually(
+    check: Callable[[], Any], within: float = 60, explain: Callable[[], str] = str
+) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within}s: {check.__name__}\n{explain()}")
+        await asyncio.sleep(0.3)
+
+
+def by_name(items: list[Any]) -> dict[str, Any]:
+    return {item.name: item for item in items or []}
+
+
+def test_kserve_accepts_our_cluster_serving_runtimes(
+    installed: client.ApiClient, kserve_cluster: tuple[KubeCluster, KServeController]
+) -> None:
+    objects = client.CustomObjectsApi(installed)
+    names = {
+        item["metadata"]["name"] for item in objects.list_cluster_custom_object(*RUNTIME)["items"]
+    }
+    assert {"modelserve-llamacpp", "modelserve-llamacpp-gpu"} <= names
+    # They went through KServe's validating webhook, on the manager.
+    _, controller = kserve_cluster
+    assert "validate-serving-kserve-io-v1alpha1-clusterservingruntime" in controller.log.read_text()
+
+
+async def test_the_operators_inference_service_is_rendered_into_our_runtime_pod(
+    installed: client.ApiClient,
+    login_as: KubeconfigFor,
+    postgres_server: PostgresServer,
+    minio_credentials: tuple[str, str],
+    kserve_cluster: tuple[KubeCluster, KServeController],
+) -> None:
+    url = await create_postgres_database(postgres_server)
+    settings = load_settings(
+        mode="kubernetes",
+        database_url=url,
+        kubeconfig=login_as("modelserve-operator"),
+        jwt_secret=secrets.token_hex(24),
+        public_base_url="https://models.example.test",
+        kserve_deployment_mode="RawDeployment",  # the old name: it becomes Standard
+    )
+    spec = ms.ModelServeSpec(
+        server_uuid=uuid.uuid4(),
+        model_name="demo",
+        model_uuid=uuid.uuid4(),
+        storage_uri=STORAGE_URI,
+        sha256="c" * 64,
+        runtime=ms.RuntimeParams(n_ctx=1024),
+        resources=ms.Resources(cpu="2", memory="3Gi"),
+        replicas=ms.Replicas(min=1, max=1),
+    )
+    name = ms.resource_name(spec.server_uuid)
+    _, controller = kserve_cluster
+
+    def manager_errors() -> str:
+        """What KServe's manager logged as errors: why it did not reconcile."""
+        lines = controller.log.read_text(errors="replace").splitlines()
+        return "\n".join([line[:400] for line in lines if '"level":"error"' in line][-10:])
+
+    objects = client.CustomObjectsApi(installed)
+    core, apps = client.CoreV1Api(installed), client.AppsV1Api(installed)
+    engine = make_engine(url)
+    try:
+        with running_operator(settings):  # it migrates the fresh database
+            sessions = make_sessionmaker(engine)
+            async with sessions.begin() as session:
+                await new_server(session, server_uuid=spec.server_uuid, status="pending")
+            objects.create_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, NAMESPACE, ms.PLURAL, ms.manifest(spec, NAMESPACE)
+            )
+
+            def deployment() -> Any:
+                try:
+                    return apps.read_namespaced_deployment(f"{name}-predictor", NAMESPACE)
+                except ApiException as exc:
+                    if exc.status == 404:
+                        return None
+                    raise
+
+            def pod() -> Any:
+                pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"{ISVC_LABEL}={name}")
+                return pods.items[0] if pods.items else None
+
+            def isvc_status() -> dict[str, Any]:
+                isvc = objects.get_namespaced_custom_object(*ISVC[:2], NAMESPACE, ISVC[2], name)
+                return dict(isvc.get("status") or {})
+
+            try:
+                rendered = await eventually(deployment)
+                the_pod = await eventually(pod)
+            except AssertionError:
+                raise AssertionError(
+                    f"KServe rendered nothing; InferenceService status: {isvc_status()}\n"
+                    f"{manager_errors()}"
+                ) from None
+
+            template = rendered.spec.template.spec
+            assert template.service_account_name == "modelserve-models"
+            (container,) = [c for c in template.containers if c.name == "kserve-container"]
+            assert container.image == "ghcr.io/modelserve/runtime:0.1.0"
+            assert container.command == ["modelserve", "runtime"]
+            assert container.args == [
+                "--model",
+                "/mnt/models",
+                "--host",
+                "0.0.0.0",  # noqa: S104 - the pod's address, in kserve/'s runtime
+                "--port",
+                "8080",
+            ]
+            env = {e.name: e.value for e in container.env}
+            assert env["MODELSERVE_RUNTIME_MODEL_NAME"] == "demo"
+            assert env["MODELSERVE_RUNTIME_N_CTX"] == "1024"  # the ModelServe's, not the runtime's
+            assert env["MODELSERVE_RUNTIME_SHA256"] == "c" * 64
+            assert env["MODELSERVE_RUNTIME_MAX_QUEUE"] == "16"  # the runtime's default
+            assert [(p.container_port, p.protocol) for p in container.ports] == [(8080, "TCP")]
+            assert container.resources.limits == {"cpu": "2", "memory": "3Gi"}
+            assert container.readiness_probe.http_get.path == "/v2/health/ready"
+
+            # The pod mutator (a webhook on the manager) added the storage initializer.
+            pod_spec = the_pod.spec
+            (init,) = [c for c in pod_spec.init_containers or [] if c.name == "storage-initializer"]
+            assert init.args == [STORAGE_URI, "/mnt/models"]
+            init_env = by_name(init.env)
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                ref = init_env[key].value_from.secret_key_ref
+                assert (ref.name, ref.key) == ("modelserve-minio", key)
+            assert (
+                init_env["AWS_ENDPOINT_URL"].value
+                == "http://minio.modelserve.svc.cluster.local:9000"
+            )
+            assert init_env["S3_USE_HTTPS"].value == "0"
+            assert init_env["AWS_DEFAULT_REGION"].value == "us-east-1"
+            (runtime_container,) = [c for c in pod_spec.containers if c.name == "kserve-container"]
+            mounts = {m.mount_path: m.name for m in runtime_container.volume_mounts or []}
+            init_mounts = {m.mount_path: m.name for m in init.volume_mounts or []}
+            assert mounts["/mnt/models"] == init_mounts["/mnt/models"]
+            volumes = by_name(pod_spec.volumes)
+            assert volumes[mounts["/mnt/models"]].empty_dir is not None
+
+            service = await eventually(
+                lambda: (
+                    core.list_namespaced_service(
+                        NAMESPACE, label_selector=f"{ISVC_LABEL}={name}"
+                    ).items
+                )
+            )
+            ports = [(p.port, p.target_port) for s in service for p in s.spec.ports]
+            assert (80, 8080) in ports
+
+            # KServe 0.16 calls RawDeployment "Standard"; the operator asks for that.
+            isvc = objects.get_namespaced_custom_object(*ISVC[:2], NAMESPACE, ISVC[2], name)
+            assert isvc["metadata"]["annotations"][DEPLOYMENT_MODE] == "Standard"
+            assert (await eventually(isvc_status)).get("deploymentMode") == "Standard"
+
+            # The operator recorded the InferenceService KServe is reconciling.
+            async def recorded() -> Any:
+                async with sessions() as session:
+                    return await repo.get_server(session, spec.server_uuid)
+
+            deadline = time.monotonic() + 30
+            while (record := await recorded()).inference_service != name:
+                assert time.monotonic() < deadline, (record.status, record.status_message)
+                await asyncio.sleep(0.3)
+            assert record.namespace == NAMESPACE
+
+            # A change of the ModelServe reaches the pod template: KServe's validating
+            # webhook accepts the operator's update of the InferenceService.
+            objects.patch_namespaced_custom_object(
+                ms.GROUP,
+                ms.VERSION,
+                NAMESPACE,
+                ms.PLURAL,
+                name,
+                {"spec": {"runtime": {"nCtx": 2048}}},
+            )
+
+            def n_ctx() -> bool:
+                (c,) = [
+                    c
+                    for c in deployment().spec.template.spec.containers
+                    if c.name == "kserve-container"
+                ]
+                env: dict[str, str] = {e.name: e.value for e in c.env}
+                return env["MODELSERVE_RUNTIME_N_CTX"] == "2048"
+
+            await eventually(n_ctx, within=60, explain=manager_errors)
+
+            # Deleting the ModelServe deletes the InferenceService (KServe lets its
+            # finalizer go) and the garbage collector its Deployment.
+            objects.delete_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, NAMESPACE, ms.PLURAL, name
+            )
+
+            def gone() -> bool:
+                isvcs = objects.list_namespaced_custom_object(*ISVC[:2], NAMESPACE, ISVC[2])
+                return not isvcs["items"] and deployment() is None
+
+            await eventually(gone, within=90, explain=manager_errors)
+    finally:
+        await engine.dispose()
+        await drop_postgres_database(postgres_server, url)

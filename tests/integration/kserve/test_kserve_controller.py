@@ -7,21 +7,26 @@ an InferenceService in RawDeployment mode; everything asserted below is what
 KServe's webhooks and reconciler made of it: the predictor Deployment and
 Service, and the Pod its pod mutator gave the storage initializer.
 
-kwok plays the kubelet: it marks the Pod Running and Ready without starting a
-container, so nothing here proves that the rendered pod starts, and readiness is
-not asserted.
+kwok plays the kubelet: it marks the Pod Running without starting a container.
+The rendered Pod's init containers are run on this host by support/pod_executor.py
+exactly as the spec says (KServe's storage initializer pulling the GGUF from a
+real MinIO); the runtime container is not started yet, so readiness is not
+asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -31,17 +36,21 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.settings import load_settings
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kserve_controller import KServeController
-from support.kube import KubeCluster
-from support.kubectl import KubeconfigFor
+from support.kube import KubeCluster, ensure_namespace
+from support.kubectl import KubeconfigFor, kubectl
+from support.minio_server import MinioServer
 from support.operator_harness import running_operator
+from support.pod_executor import run_init_containers
 from support.postgres import PostgresServer
 from support.records import new_server
+from support.toolchain import ROOT
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 NAMESPACE = "modelserve"
 RUNTIME = ("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+STORAGE = ROOT / "kserve" / "storage.yaml"
 STORAGE_URI = "s3://models/demo/demo.gguf"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
@@ -251,4 +260,92 @@ async def test_the_operators_inference_service_is_rendered_into_our_runtime_pod(
             await eventually(gone, within=90, explain=manager_errors)
     finally:
         await engine.dispose()
+        await drop_postgres_database(postgres_server, url)
+
+
+def storage_objects(namespace: str, minio: MinioServer) -> list[dict[str, Any]]:
+    """kserve/storage.yaml in ``namespace``, filled in for the test's MinIO as an admin would."""
+    documents = [d for d in yaml.safe_load_all(STORAGE.read_text()) if d]
+    for document in documents:
+        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "Secret":
+            document["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] = minio.endpoint
+            document["stringData"] = {
+                "AWS_ACCESS_KEY_ID": minio.access_key,
+                "AWS_SECRET_ACCESS_KEY": minio.secret_key,
+            }
+    return documents
+
+
+@pytest.mark.minio
+async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
+    installed: client.ApiClient,
+    kube: KubeCluster,
+    login_as: KubeconfigFor,
+    postgres_server: PostgresServer,
+    minio_server: MinioServer,
+    tiny_model: Path,
+    tmp_path: Path,
+) -> None:
+    """The pod's storage initializer, run as its spec says, puts the GGUF in /mnt/models."""
+    namespace = ensure_namespace(installed, f"pull-{secrets.token_hex(3)}")
+    kubectl(
+        kube.kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": storage_objects(namespace, minio_server)}
+        ),
+    )
+    store = minio_server.client()
+    if not store.bucket_exists("models"):
+        store.make_bucket("models")
+    store.fput_object("models", "demo/demo.gguf", str(tiny_model))
+    url = await create_postgres_database(postgres_server)
+    settings = load_settings(
+        mode="kubernetes",
+        database_url=url,
+        kubeconfig=login_as("modelserve-operator"),
+        jwt_secret=secrets.token_hex(24),
+        kserve_deployment_mode="Standard",
+    )
+    spec = ms.ModelServeSpec(
+        server_uuid=uuid.uuid4(),
+        model_name="demo",
+        model_uuid=uuid.uuid4(),
+        storage_uri=STORAGE_URI,
+        replicas=ms.Replicas(min=1, max=1),
+    )
+    name = ms.resource_name(spec.server_uuid)
+    objects, core = client.CustomObjectsApi(installed), client.CoreV1Api(installed)
+    try:
+        with running_operator(settings):
+            objects.create_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, ms.manifest(spec, namespace)
+            )
+
+            def pod() -> Any:
+                pods = core.list_namespaced_pod(namespace, label_selector=f"{ISVC_LABEL}={name}")
+                return pods.items[0] if pods.items else None
+
+            rendered = await eventually(pod)
+            run = await asyncio.to_thread(run_init_containers, installed, rendered, tmp_path)
+            assert [(r.name, r.returncode) for r in run.runs] == [("storage-initializer", 0)], [
+                r.output[-3000:] for r in run.runs
+            ]
+            (container,) = rendered.spec.containers
+            (mount,) = [m for m in container.volume_mounts if m.mount_path == "/mnt/models"]
+            # A single-object storageUri lands at /mnt/models/<basename>.
+            pulled = run.volumes[mount.name] / "demo.gguf"
+            got, want = await asyncio.gather(
+                asyncio.to_thread(pulled.read_bytes), asyncio.to_thread(tiny_model.read_bytes)
+            )
+            assert got == want
+
+            objects.delete_namespaced_custom_object(
+                ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name
+            )
+            await eventually(lambda: pod() is None, within=90)
+    finally:
         await drop_postgres_database(postgres_server, url)

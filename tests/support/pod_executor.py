@@ -1,0 +1,119 @@
+"""Run a rendered Pod's init containers as host processes, exactly as its spec says.
+
+kwok plays the kubelet but runs no containers, and there is no container engine
+here. This runs what a Pod spec says on this host instead: each init container's
+image is mapped to the program that image runs (only images this project's Pods
+use are known; any other one is an error), with the container's own args and env
+(``valueFrom`` Secret references resolved through the API), and every volume an
+empty temp folder that each ``mountPath`` in the args and env is mapped to. It
+adds nothing the spec does not say, so a wrong argument, env var, path or
+credential rendered from kserve/ fails the test that uses it.
+
+Known images:
+- KServe's storage initializer (``kserve/storage-initializer``): its entrypoint
+  script from the pinned KServe module (``python/storage-initializer/scripts/
+  initializer-entrypoint``), run by this interpreter, which has ``kserve-storage``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from support.toolchain import go_module
+
+STORAGE_INITIALIZER = "kserve/storage-initializer"
+
+
+class UnknownImage(RuntimeError):
+    """A container whose image this executor does not know how to run."""
+
+
+@dataclass
+class ContainerRun:
+    name: str
+    argv: list[str]
+    returncode: int
+    output: str
+
+
+@dataclass
+class PodRun:
+    """What ran, and the temp folder of each volume (by volume name)."""
+
+    volumes: dict[str, Path]
+    runs: list[ContainerRun] = field(default_factory=list)
+
+
+def _entrypoint(image: str) -> list[str]:
+    repository = image.rsplit(":", 1)[0]
+    if repository == STORAGE_INITIALIZER:
+        module = go_module("github.com/kserve/kserve", "KSERVE_VERSION")
+        script = module / "python" / "storage-initializer" / "scripts" / "initializer-entrypoint"
+        return [sys.executable, str(script)]
+    raise UnknownImage(f"no host program for image {image}")
+
+
+def _secret_value(core: client.CoreV1Api, namespace: str, ref: Any) -> str:
+    secret = core.read_namespaced_secret(ref.name, namespace)
+    return base64.b64decode((secret.data or {})[ref.key]).decode()
+
+
+def _mapped(value: str, mounts: dict[str, Path]) -> str:
+    """``value`` with a leading mount path replaced by the volume's temp folder."""
+    for mount_path, folder in sorted(mounts.items(), key=lambda item: -len(item[0])):
+        if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+            return str(folder) + value[len(mount_path.rstrip("/")) :]
+    return value
+
+
+def run_init_containers(
+    api: client.ApiClient, pod: Any, base: Path, timeout: float = 120
+) -> PodRun:
+    """Run ``pod``'s init containers in order, volumes under ``base``; stop at a failure."""
+    core = client.CoreV1Api(api)
+    namespace = pod.metadata.namespace
+    volumes: dict[str, Path] = {}
+    for volume in pod.spec.volumes or []:
+        if volume.empty_dir is not None:
+            volumes[volume.name] = base / "volumes" / volume.name
+            volumes[volume.name].mkdir(parents=True)
+    result = PodRun(volumes)
+    for container in pod.spec.init_containers or []:
+        mounts = {
+            m.mount_path: volumes[m.name]
+            for m in container.volume_mounts or []
+            if m.name in volumes
+        }
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base)}
+        for var in container.env or []:
+            if var.value_from is not None and var.value_from.secret_key_ref is not None:
+                env[var.name] = _secret_value(core, namespace, var.value_from.secret_key_ref)
+            elif var.value_from is None:
+                env[var.name] = _mapped(var.value or "", mounts)
+            else:
+                raise UnknownImage(f"{container.name}: env {var.name} has an unsupported source")
+        program = list(container.command or []) or _entrypoint(container.image)
+        argv = program + [_mapped(arg, mounts) for arg in container.args or []]
+        done = subprocess.run(
+            argv,
+            env=env,
+            cwd=base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        result.runs.append(
+            ContainerRun(container.name, argv, done.returncode, done.stdout + done.stderr)
+        )
+        if done.returncode != 0:
+            break
+    return result

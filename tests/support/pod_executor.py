@@ -13,6 +13,10 @@ Known images:
 - KServe's storage initializer (``kserve/storage-initializer``): its entrypoint
   script from the pinned KServe module (``python/storage-initializer/scripts/
   initializer-entrypoint``), run by this interpreter, which has ``kserve-storage``.
+- our runtime (``ghcr.io/modelserve/runtime``): the container's own command,
+  found in this interpreter's environment, where ``modelserve`` is installed.
+  The pod's network is this host's loopback: ``0.0.0.0`` becomes 127.0.0.1 and
+  each containerPort a free port wherever an arg or env value is exactly that.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from typing import Any
 
 from kubernetes import client
 
+from modelserve.shared.net import free_port
+from support.procs import ServerProcess
 from support.toolchain import go_module
 
 STORAGE_INITIALIZER = "kserve/storage-initializer"
+RUNTIME_IMAGE = "ghcr.io/modelserve/runtime:"
 
 
 class UnknownImage(RuntimeError):
@@ -117,3 +124,69 @@ def run_init_containers(
         if done.returncode != 0:
             break
     return result
+
+
+@dataclass
+class RunningContainer:
+    """A container started as a host process; ``ports`` maps containerPort -> host port."""
+
+    name: str
+    process: ServerProcess
+    ports: dict[int, int]
+
+    def probe_url(self, probe: Any) -> str:
+        """The URL of an ``httpGet`` probe of this container (numeric port), on its host port."""
+        return f"http://127.0.0.1:{self.ports[int(probe.http_get.port)]}{probe.http_get.path}"
+
+
+def _networked(value: str, ports: dict[int, int]) -> str:
+    """The pod's network is this host's loopback: every address, and each port, mapped."""
+    if value == "0.0.0.0":  # noqa: S104 - the pod's wildcard becomes loopback here
+        return "127.0.0.1"
+    if value.isdigit() and int(value) in ports:
+        return str(ports[int(value)])
+    return value
+
+
+def start_container(
+    api: client.ApiClient, pod: Any, name: str, run: PodRun, base: Path
+) -> RunningContainer:
+    """Start container ``name`` of ``pod`` as a host process, with ``run``'s volumes.
+
+    Its command runs from this interpreter's environment (where the runtime
+    image's ``modelserve`` is installed); args and env are the spec's, with
+    mount paths mapped to the volumes' folders, ``0.0.0.0`` to 127.0.0.1 and
+    each containerPort to a free port (the pod's network namespace, here).
+    """
+    core = client.CoreV1Api(api)
+    (container,) = [c for c in pod.spec.containers if c.name == name]
+    if not container.image.startswith(RUNTIME_IMAGE):
+        raise UnknownImage(f"no host program for image {container.image}")
+    mounts = {
+        m.mount_path: run.volumes[m.name]
+        for m in container.volume_mounts or []
+        if m.name in run.volumes
+    }
+    ports = {p.container_port: free_port() for p in container.ports or []}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(base),
+    }
+    for var in container.env or []:
+        if var.value_from is not None and var.value_from.secret_key_ref is not None:
+            env[var.name] = _secret_value(
+                core, pod.metadata.namespace, var.value_from.secret_key_ref
+            )
+        elif var.value_from is None:
+            env[var.name] = _networked(_mapped(var.value or "", mounts), ports)
+    argv = list(container.command or []) + [
+        _networked(_mapped(arg, mounts), ports) for arg in container.args or []
+    ]
+    process = ServerProcess(
+        name=f"{pod.metadata.name}/{name}",
+        argv=argv,
+        log_path=base / f"{name}.log",
+        env=env,
+        cwd=base,
+    ).start()
+    return RunningContainer(name, process, ports)

@@ -8,10 +8,10 @@ KServe's webhooks and reconciler made of it: the predictor Deployment and
 Service, and the Pod its pod mutator gave the storage initializer.
 
 kwok plays the kubelet: it marks the Pod Running without starting a container.
-The rendered Pod's init containers are run on this host by support/pod_executor.py
-exactly as the spec says (KServe's storage initializer pulling the GGUF from a
-real MinIO); the runtime container is not started yet, so readiness is not
-asserted.
+support/pod_executor.py runs the rendered Pod on this host as its spec says:
+KServe's storage initializer pulls the GGUF from a real MinIO, then our runtime
+container serves it. Nothing reports that back to the Pod (kwok marks it Ready
+by itself), so the InferenceService's readiness is not asserted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -40,7 +41,7 @@ from support.kube import KubeCluster, ensure_namespace
 from support.kubectl import KubeconfigFor, kubectl
 from support.minio_server import MinioServer
 from support.operator_harness import running_operator
-from support.pod_executor import run_init_containers
+from support.pod_executor import run_init_containers, start_container
 from support.postgres import PostgresServer
 from support.records import new_server
 from support.toolchain import ROOT
@@ -287,7 +288,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
     tiny_model: Path,
     tmp_path: Path,
 ) -> None:
-    """The pod's storage initializer, run as its spec says, puts the GGUF in /mnt/models."""
+    """The Pod, run as its spec says: the GGUF lands in /mnt/models and the runtime serves it."""
     namespace = ensure_namespace(installed, f"pull-{secrets.token_hex(3)}")
     kubectl(
         kube.kubeconfig,
@@ -342,6 +343,28 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                 asyncio.to_thread(pulled.read_bytes), asyncio.to_thread(tiny_model.read_bytes)
             )
             assert got == want
+
+            # Then the runtime container, as its spec says, serves the pulled model.
+            runtime = await asyncio.to_thread(
+                start_container, installed, rendered, "kserve-container", run, tmp_path
+            )
+            try:
+
+                def ready() -> bool:
+                    if runtime.process.proc is not None and runtime.process.proc.poll() is not None:
+                        raise AssertionError(f"the runtime exited:\n{runtime.process.log_tail()}")
+                    try:
+                        url = runtime.probe_url(container.readiness_probe)
+                        return httpx.get(url, timeout=2).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await eventually(ready, within=120, explain=runtime.process.log_tail)
+                base = f"http://127.0.0.1:{runtime.ports[8080]}"
+                models = (await asyncio.to_thread(httpx.get, f"{base}/v1/models")).json()
+                assert [m["id"] for m in models["data"]] == ["demo"]
+            finally:
+                runtime.process.stop()
 
             objects.delete_namespaced_custom_object(
                 ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name

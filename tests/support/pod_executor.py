@@ -1,4 +1,4 @@
-"""Run a rendered Pod's init containers as host processes, exactly as its spec says.
+"""Run a rendered Pod as host processes, exactly as its spec says, and report it Ready.
 
 kwok plays the kubelet but runs no containers, and there is no container engine
 here. This runs what a Pod spec says on this host instead: each init container's
@@ -22,6 +22,7 @@ Known images:
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from support.toolchain import go_module
 
 STORAGE_INITIALIZER = "kserve/storage-initializer"
 RUNTIME_IMAGE = "ghcr.io/modelserve/runtime:"
+POD_IP = "10.244.0.100"  # in kwok's pod CIDR; nothing dials it (no pod network here)
 
 
 class UnknownImage(RuntimeError):
@@ -190,3 +192,54 @@ def start_container(
         cwd=base,
     ).start()
     return RunningContainer(name, process, ports)
+
+
+def report_ready(api: client.ApiClient, pod: Any, ready: bool = True) -> None:
+    """Write the Pod's status as a kubelet would once its containers run (and pass probes).
+
+    Only for Pods kwok leaves alone (support/kube.py's ``executed_label``).
+    """
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    state = "True" if ready else "False"
+    status = {
+        "phase": "Running",
+        "podIP": POD_IP,
+        "podIPs": [{"ip": POD_IP}],
+        "hostIP": POD_IP,
+        "startTime": now,
+        "conditions": [
+            {"type": kind, "status": value, "lastTransitionTime": now}
+            for kind, value in (
+                ("PodScheduled", "True"),
+                ("Initialized", "True"),
+                ("ContainersReady", state),
+                ("Ready", state),
+            )
+        ],
+        "initContainerStatuses": [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": True,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+            }
+            for c in pod.spec.init_containers or []
+        ],
+        "containerStatuses": [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": ready,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            }
+            for c in pod.spec.containers
+        ],
+    }
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod.metadata.name, pod.metadata.namespace, {"status": status}
+    )

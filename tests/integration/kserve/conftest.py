@@ -24,12 +24,14 @@ from support.toolchain import ROOT
 CONFIG = ROOT / "config"
 NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
 MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
+ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
 
 
 @pytest.fixture(scope="module")
 def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
     """etcd, the control plane, kwok and the KServe manager; all stopped at the end."""
-    cluster = start_or_skip(start_kube_cluster)
+    # kwok leaves KServe's predictor Pods to the tests' pod executor.
+    cluster = start_or_skip(lambda: start_kube_cluster(executed_label=ISVC_LABEL))
     try:
         controller = start_or_skip(lambda: start_kserve(cluster))
         yield cluster, controller

@@ -3,15 +3,15 @@
 KServe v0.16.0's manager runs against the real control plane with its own CRDs,
 ``inferenceservice-config`` and webhooks (support/kserve_controller.py). Our
 operator (logged in as config/'s ``modelserve-operator``) turns a ModelServe into
-an InferenceService in RawDeployment mode; everything asserted below is what
+an InferenceService in Standard (RawDeployment) mode; everything asserted is what
 KServe's webhooks and reconciler made of it: the predictor Deployment and
 Service, and the Pod its pod mutator gave the storage initializer.
 
-kwok plays the kubelet: it marks the Pod Running without starting a container.
-support/pod_executor.py runs the rendered Pod on this host as its spec says:
-KServe's storage initializer pulls the GGUF from a real MinIO, then our runtime
-container serves it. Nothing reports that back to the Pod (kwok marks it Ready
-by itself), so the InferenceService's readiness is not asserted.
+kwok plays the kubelet but leaves KServe's predictor Pods alone here: the pod
+executor (support/pod_executor.py) runs the rendered Pod on this host as its
+spec says (KServe's storage initializer pulls the GGUF from a real MinIO, then
+our runtime container serves it) and reports it Ready once its readiness probe
+passes, so the InferenceService goes Ready only when what KServe rendered works.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from support.kube import KubeCluster, ensure_namespace
 from support.kubectl import KubeconfigFor, kubectl
 from support.minio_server import MinioServer
 from support.operator_harness import running_operator
-from support.pod_executor import run_init_containers, start_container
+from support.pod_executor import report_ready, run_init_containers, start_container
 from support.postgres import PostgresServer
-from support.records import new_server
+from support.records import new_server, wait_for_status
 from support.toolchain import ROOT
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
@@ -288,7 +288,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
     tiny_model: Path,
     tmp_path: Path,
 ) -> None:
-    """The Pod, run as its spec says: the GGUF lands in /mnt/models and the runtime serves it."""
+    """The Pod, run as its spec says, serves the model; only then is the server ``ready``."""
     namespace = ensure_namespace(installed, f"pull-{secrets.token_hex(3)}")
     kubectl(
         kube.kubeconfig,
@@ -320,8 +320,12 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
     )
     name = ms.resource_name(spec.server_uuid)
     objects, core = client.CustomObjectsApi(installed), client.CoreV1Api(installed)
+    engine = make_engine(url)
     try:
-        with running_operator(settings):
+        with running_operator(settings):  # it migrates the fresh database
+            sessions = make_sessionmaker(engine)
+            async with sessions.begin() as session:
+                await new_server(session, server_uuid=spec.server_uuid, status="pending")
             objects.create_namespaced_custom_object(
                 ms.GROUP, ms.VERSION, namespace, ms.PLURAL, ms.manifest(spec, namespace)
             )
@@ -363,6 +367,18 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                 base = f"http://127.0.0.1:{runtime.ports[8080]}"
                 models = (await asyncio.to_thread(httpx.get, f"{base}/v1/models")).json()
                 assert [m["id"] for m in models["data"]] == ["demo"]
+
+                # Until the Pod reports Ready, KServe (and so the operator) says not ready.
+                async with sessions() as session:
+                    record = await repo.get_server(session, spec.server_uuid)
+                assert record.status == "loading", (record.status, record.status_message)
+                await asyncio.to_thread(report_ready, installed, rendered)
+                record = await wait_for_status(sessions, spec.server_uuid, "ready", within=60)
+                assert record.internal_url == f"http://{name}-{namespace}.example.com"
+                served = objects.get_namespaced_custom_object(
+                    ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name
+                )
+                assert served["status"]["phase"] == "Ready"
             finally:
                 runtime.process.stop()
 
@@ -370,5 +386,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                 ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name
             )
             await eventually(lambda: pod() is None, within=90)
+            await wait_for_status(sessions, spec.server_uuid, "deleted", within=60)
     finally:
+        await engine.dispose()
         await drop_postgres_database(postgres_server, url)

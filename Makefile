@@ -20,7 +20,7 @@ help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
 	@echo "make test     lint + the whole test suite (real Postgres, MinIO, Kubernetes API)"
 	@echo "make lint     ruff + mypy + import contracts"
-	@echo "make bench    gateway overhead and serve -> ready times (table + bench/results/*.json)"
+	@echo "make bench    runtime vs llama.cpp servers, gateway overhead (tables + bench/results/*.json)"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 	@echo "make wheel    dist/modelserve-*.whl, carrying the manifests and the built dashboard"
 
@@ -65,6 +65,7 @@ up: install
 
 # Benchmarks print a table and write JSON to bench/results/; never part of `make test`.
 bench: install
+	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/gateway.py
 
 # The wheel carries config/ and dashboard/dist through modelserve/config and modelserve/web.

@@ -1,33 +1,51 @@
 """The gateway: ``/<server-uuid>/v1/...`` -> that server's runtime, behind JWT auth.
 
-- A valid JWT is required: an access token with a role, or a token scoped to
-  exactly this server's UUID.
+- A valid credential is required: an API key (for this server or all its
+  owner's), an access token with a role, or a token scoped to exactly this
+  server's UUID; revoked keys and disabled users' credentials are refused
+  (``AccessGuard``: a short cache, no database read per request for them).
 - An unknown UUID is 404; a server that is still starting is 503 with
   ``Retry-After``; one that failed or was deleted is 410 with the reason.
 - In local mode an idle server is woken through the ``wake`` hook (the local
   backend's ``ensure_running``) and the request waits for it, bounded.
-- Bodies stream both ways without buffering; when the client goes away the
+- Bodies stream both ways without buffering (a completion request's small JSON
+  body is read first, to ask for its usage); when the client goes away the
   upstream request is closed, which stops the runtime's generation.
+- Completions are metered per server, user and key (``usage.py``): the answer's
+  usage is read as it passes and written in batches, off the request's path.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
+from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
+from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
 from modelserve.shared.auth.errors import AuthError
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
+log = logging.getLogger(__name__)
+RETRY_SECONDS = "5"
+# Below uvicorn's 5 s keep-alive (the runtime's server): a connection is never reused
+# just as the runtime closes it, which reset a request in a few thousand.
+UPSTREAM_KEEPALIVE_SECONDS = 2.0
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -44,16 +62,76 @@ HOP_BY_HOP = {
 STARTING = {*PIPELINE, ServerStatus.LOADING}
 
 
+def upstream_client() -> httpx.AsyncClient:
+    """The gateway's own client for the proxy hop, shared by nobody else.
+
+    No pool limit: a request must never wait for a free connection behind a
+    hundred streams (httpx's default pool of 100 with a 30 s wait turned load into
+    502s); a busy runtime answers 503 itself.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30, read=None),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=256,
+            keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
+        ),
+    )
+
+
+def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
+    """An OpenAI-style error event, so a streaming client learns the stream broke."""
+    error = {
+        "message": f"server {server} stopped answering mid-stream: {type(exc).__name__}",
+        "type": "server_error",
+        "code": 502,
+    }
+    return f"data: {json.dumps({'error': error})}\n\n".encode()
+
+
 @dataclass
 class GatewayDeps:
     verifier: TokenVerifier
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     wake: Wake | None = None  # local mode: start an idle server and return its URL
+    access_guard: AccessGuard | None = None  # shared with the API in the embedded stack
+    auth_cache_ttl: float = 1.0
+    usage: UsageRecorder | None = None  # default: one writing to ``sessions``
+
+    def __post_init__(self) -> None:
+        self.guard: AccessGuard = self.access_guard or AccessGuard(
+            self.verifier, self.sessions, ttl=self.auth_cache_ttl
+        )
+        self.recorder: UsageRecorder = self.usage or UsageRecorder(self.sessions)
+        self.budgets = BudgetGate(self.sessions, self.recorder, ttl=self.auth_cache_ttl)
+
+
+def over_budget(exc: OverBudget) -> JSONResponse:
+    """OpenAI's shape for a quota refusal, so clients raise their RateLimitError."""
+    return JSONResponse(
+        {
+            "error": {
+                "message": str(exc),
+                "type": "insufficient_quota",
+                "param": None,
+                "code": "budget_exceeded",
+            }
+        },
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 def create_gateway(deps: GatewayDeps) -> FastAPI:
     app = FastAPI(title="modelserve gateway", openapi_url=None, docs_url=None, redoc_url=None)
+    app.router.on_shutdown.append(deps.guard.flush)  # the last batch of last-used times
+    app.router.on_shutdown.append(deps.recorder.close)  # and of usage
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Tokens per server, user and key, for Prometheus."""
+        return Response(generate_latest(deps.recorder.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def upstream_url(server: uuid.UUID) -> str:
         async with deps.sessions() as session:
@@ -75,56 +153,112 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             try:
                 return await deps.wake(server)
             except Exception as exc:  # the backend says why it could not start
-                raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+                raise HTTPException(503, str(exc), headers={"Retry-After": RETRY_SECONDS}) from None
         if status is ServerStatus.READY and record.internal_url:
             return record.internal_url
         if status in STARTING or status is ServerStatus.IDLE:
             raise HTTPException(
                 503,
                 f"server {server} is {status.value}; try again shortly",
-                headers={"Retry-After": "5"},
+                headers={"Retry-After": RETRY_SECONDS},
             )
         raise HTTPException(
-            503, f"server {server} has no endpoint yet", headers={"Retry-After": "5"}
+            503, f"server {server} has no endpoint yet", headers={"Retry-After": RETRY_SECONDS}
         )
 
     @app.api_route(
         "/{server_uuid}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     )
-    async def proxy(server_uuid: str, path: str, request: Request) -> StreamingResponse:
+    async def proxy(server_uuid: str, path: str, request: Request) -> Response:
         try:
             server = uuid.UUID(server_uuid)
         except ValueError:
             raise HTTPException(404, f"{server_uuid!r} is not a server UUID") from None
         try:
-            deps.verifier.verify_for_server(
+            who = await deps.guard.for_server(
                 bearer_token(request.headers.get("authorization")), server
             )
         except AuthError as exc:
             raise auth_failure(exc) from None
-        base = await upstream_url(server)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = deps.http.build_request(
-            request.method,
-            f"{base.rstrip('/')}/{path}",
-            params=request.query_params,
-            headers=headers,
-            content=request.stream(),
-        )
+        metered = request.method == "POST" and path.rstrip("/").endswith(METERED)
+        ticket: Ticket | None = None
+        if metered and who.budgets:
+            try:
+                ticket = await deps.budgets.admit(who.budgets)
+            except OverBudget as exc:
+                return over_budget(exc)
+            except TimeoutError:
+                raise HTTPException(
+                    503, "too many requests wait on this budget", headers={"Retry-After": "5"}
+                ) from None
         try:
-            response = await deps.http.send(upstream, stream=True)
-        except httpx.TransportError as exc:
-            raise HTTPException(502, f"server {server} did not answer: {exc}") from None
+            base = await upstream_url(server)
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            hide_usage = False
+            content: Any = request.stream()
+            if metered:
+                prepared = prepare_request(path, await request.body())
+                content, hide_usage = prepared.body, prepared.hide_usage
+                headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
+            upstream = deps.http.build_request(
+                request.method,
+                f"{base.rstrip('/')}/{path}",
+                params=request.query_params,
+                headers=headers,
+                content=content,
+            )
+            try:
+                response = await deps.http.send(upstream, stream=True)
+            except httpx.TransportError as exc:
+                log.warning("server %s did not answer at %s: %r", server, base, exc)
+                raise HTTPException(
+                    502,
+                    f"server {server} did not answer: {type(exc).__name__} {exc}".rstrip(),
+                    headers={"Retry-After": RETRY_SECONDS},  # a restarted runtime is back soon
+                ) from None
+        except BaseException:
+            if ticket is not None:
+                ticket.done(0)
+            raise
+        meter = (
+            UsageMeter(response.headers.get("content-type", ""), hide_usage)
+            if metered and response.status_code < 400
+            else None
+        )
+        streaming = response.headers.get("content-type", "").startswith("text/event-stream")
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for chunk in response.aiter_raw():
-                    yield chunk
+                    if meter is None:
+                        yield chunk
+                    elif passed := meter.feed(chunk):
+                        yield passed
+                if meter is not None and (rest := meter.rest()):
+                    yield rest
+            except httpx.HTTPError as exc:  # the runtime died mid-body
+                log.warning("server %s broke off a response: %r", server, exc)
+                if meter is not None and (rest := meter.rest()):
+                    yield rest  # what the runtime did send still reaches the client
+                if streaming:
+                    yield _stream_error(server, exc)
             finally:
                 await response.aclose()  # a client that left stops the runtime's work
+                tokens = 0
+                if meter is not None:  # a cut stream counts what was sent
+                    prompt, completion = meter.finish()
+                    deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
+                    tokens = prompt + completion
+                if ticket is not None:
+                    ticket.done(tokens)
 
+        stream = body()
+        if ticket is not None:
+            # A body never iterated (the client left first) has no finally to run:
+            # its collection lets the budget's next request in.
+            weakref.finalize(stream, ticket.done, 0)
         return StreamingResponse(
-            body(),
+            stream,
             status_code=response.status_code,
             headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
         )

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.context_factory import make_applier, make_catalog, make_publisher
-from modelserve.functions.gateway import GatewayDeps, create_gateway
+from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
@@ -61,6 +61,7 @@ def gateway() -> FastAPI:
         GatewayDeps(
             verifier=TokenVerifier.from_settings(settings),
             sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
-            http=httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)),
+            http=upstream_client(),
+            auth_cache_ttl=settings.auth_cache_ttl_seconds,
         )
     )

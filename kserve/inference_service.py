@@ -13,6 +13,8 @@ from typing import Any
 from modelserve.kserve.schema import check
 from modelserve.shared.kserve_sdk import import_kserve
 from modelserve.shared.modelserve import resource_name
+from modelserve.shared.runtime_params import env_name
+from modelserve.shared.slots import n_parallel_of
 
 RUNTIME = "modelserve-llamacpp"
 GPU_RUNTIME = "modelserve-llamacpp-gpu"
@@ -20,6 +22,9 @@ MODEL_FORMAT = "gguf"
 SERVICE_ACCOUNT = "modelserve-models"
 API_VERSION = "serving.kserve.io/v1beta1"
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+# Knative scales at 70% of the target by default; the runtime's slots are the
+# real capacity, so a replica is added when they are all busy, not before.
+TARGET_UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
 
 
 def isvc_name(server_uuid: uuid.UUID) -> str:
@@ -51,11 +56,11 @@ class ServerSpec:
 def _env(spec: ServerSpec) -> list[Any]:
     from kubernetes.client import V1EnvVar
 
-    env = [V1EnvVar(name="MODELSERVE_RUNTIME_MODEL_NAME", value=spec.model_name)]
+    env = [V1EnvVar(name=env_name("model_name"), value=spec.model_name)]
     if spec.sha256:
-        env.append(V1EnvVar(name="MODELSERVE_RUNTIME_SHA256", value=spec.sha256))
+        env.append(V1EnvVar(name=env_name("sha256"), value=spec.sha256))
     for key, value in sorted(spec.runtime_args.items()):
-        env.append(V1EnvVar(name=f"MODELSERVE_RUNTIME_{key.upper()}", value=str(value)))
+        env.append(V1EnvVar(name=env_name(key), value=str(value)))
     return env
 
 
@@ -64,6 +69,7 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
     kserve = import_kserve()
     from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
 
+    slots = n_parallel_of(spec.runtime_args, gpus=spec.gpus)
     resources = {"cpu": spec.cpu, "memory": spec.memory}
     if spec.gpus:
         resources["nvidia.com/gpu"] = str(spec.gpus)
@@ -74,12 +80,21 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
             name=isvc_name(spec.server_uuid),
             namespace=spec.namespace,
             labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
-            annotations={DEPLOYMENT_MODE: spec.deployment_mode, **spec.annotations},
+            annotations={
+                DEPLOYMENT_MODE: spec.deployment_mode,
+                TARGET_UTILIZATION: "100",
+                **spec.annotations,
+            },
         ),
         spec=kserve.V1beta1InferenceServiceSpec(
             predictor=kserve.V1beta1PredictorSpec(
                 min_replicas=spec.min_replicas,
                 max_replicas=spec.max_replicas,
+                # The runtime decodes `slots` requests together: Knative sends a
+                # replica no more than that and scales out when they are all busy.
+                container_concurrency=slots,
+                scale_metric="concurrency",
+                scale_target=slots,
                 service_account_name=spec.service_account,
                 model=kserve.V1beta1ModelSpec(
                     model_format=kserve.V1beta1ModelFormat(name=MODEL_FORMAT),

@@ -12,15 +12,19 @@ configuration enters and is passed down.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from modelserve.remote import DEFAULT_DATA_DIR, DEFAULT_URL, mint_token, register
 from modelserve.remote import fail as _fail
+from modelserve.remote_keys import register as register_keys
+from modelserve.shared.runtime_params import env_name
 
 app = typer.Typer(
     name="modelserve",
@@ -127,48 +131,42 @@ def gen_model(
     )
 
 
-def _env(name: str) -> str:
-    return f"MODELSERVE_RUNTIME_{name.upper()}"
+def _runtime_options(run: Callable[[dict[str, Any]], None]) -> Callable[..., None]:
+    """A command with one option per runtime parameter, derived from RuntimeConfig
+    (type, help, ``MODELSERVE_RUNTIME_<NAME>`` variable), as llama-cpp-python's CLI
+    is derived from its settings. Unset options stay unset, so the runtime's own
+    defaults (declared once, in shared/runtime_params.py) apply."""
+    from modelserve.runtime.config import RuntimeConfig
+
+    parameters, hints = [], {}
+    for name, info in RuntimeConfig.model_fields.items():
+        required = info.is_required()
+        kind: Any = info.annotation if required else info.annotation | None  # type: ignore[operator]
+        text = (info.description or "").rstrip(".")
+        if not required and info.default is not None:
+            text += f" (default {info.default})"
+        hint = Annotated[kind, typer.Option(envvar=env_name(name), help=text, show_default=False)]
+        default = inspect.Parameter.empty if required else None
+        parameters.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint
+            )
+        )
+        hints[name] = hint
+
+    def command(**values: Any) -> None:
+        run(values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = hints
+    command.__doc__ = run.__doc__
+    command.__name__ = run.__name__
+    return command
 
 
 @app.command()
-def runtime(
-    model: Annotated[
-        str,
-        typer.Option(
-            envvar=_env("model"),
-            help="GGUF file, directory holding one (/mnt/models), or s3://bucket/key.",
-        ),
-    ],
-    model_name: Annotated[
-        str, typer.Option(envvar=_env("model_name"), help="Name clients send as `model`.")
-    ] = "model",
-    host: Annotated[str, typer.Option(envvar=_env("host"))] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=_env("port"))] = 8080,
-    sha256: Annotated[
-        str | None, typer.Option(envvar=_env("sha256"), help="Refuse to serve unless it matches.")
-    ] = None,
-    n_ctx: Annotated[int, typer.Option(envvar=_env("n_ctx"), help="Context tokens.")] = 2048,
-    n_threads: Annotated[int | None, typer.Option(envvar=_env("n_threads"))] = None,
-    n_gpu_layers: Annotated[
-        int, typer.Option(envvar=_env("n_gpu_layers"), help="-1 offloads every layer.")
-    ] = 0,
-    n_batch: Annotated[
-        int | None, typer.Option(envvar=_env("n_batch"), help="Default: min(512, n_ctx).")
-    ] = None,
-    chat_template: Annotated[
-        str | None,
-        typer.Option(
-            envvar=_env("chat_template"), help="Jinja template, or @file; default: the GGUF's."
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(envvar=_env("seed"))] = None,
-    max_queue: Annotated[
-        int, typer.Option(envvar=_env("max_queue"), help="Waiting requests before 503.")
-    ] = 16,
-    embeddings: Annotated[bool, typer.Option(envvar=_env("embeddings"))] = False,
-    download_dir: Annotated[Path | None, typer.Option(envvar=_env("download_dir"))] = None,
-) -> None:
+@_runtime_options
+def runtime(values: dict[str, Any]) -> None:
     """Serve one GGUF with the OpenAI API (KServe ModelServer + llama.cpp)."""
     from modelserve.runtime.config import RuntimeConfigError, build_config
     from modelserve.runtime.engine import EngineError
@@ -178,22 +176,7 @@ def runtime(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = build_config(
-            model=model,
-            model_name=model_name,
-            host=host,
-            port=port,
-            sha256=sha256,
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_gpu_layers=n_gpu_layers,
-            n_batch=n_batch,
-            chat_template=chat_template,
-            seed=seed,
-            max_queue=max_queue,
-            embeddings=embeddings,
-            download_dir=download_dir,
-        )
+        config = build_config(**values)
         config.chat_template_text()
     except RuntimeConfigError as exc:
         raise _fail(str(exc)) from None
@@ -246,6 +229,7 @@ def operator_command(
 
 
 register(app)
+register_keys(app)
 
 
 def main() -> None:

@@ -31,8 +31,9 @@ from modelserve.functions.broker.broker import EmbeddedBroker
 from modelserve.functions.broker.ingress import make_ingress
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.context_factory import build_context
-from modelserve.functions.gateway import GatewayDeps, create_gateway
+from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
 from modelserve.operator.local_backend import LocalBackend
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db import repo
@@ -137,6 +138,8 @@ async def run_stack(
         log_dir=settings.data_dir / "logs",
     )
     issuer, verifier = TokenIssuer.from_settings(settings), TokenVerifier.from_settings(settings)
+    # One credential cache for both: a revocation through the API is seen at once.
+    guard = AccessGuard(verifier, sessions, ttl=settings.auth_cache_ttl_seconds)
     api = create_app(
         ApiDeps(
             settings,
@@ -148,13 +151,16 @@ async def run_stack(
             LocalApplier(settings.data_dir / "modelserves"),
             make_store(settings),
             settings.dashboard_dir or resources.dashboard_dir(),
+            access_guard=guard,
         )
     )
 
     async def wake(server: uuid.UUID) -> str:
         return await backend.ensure_running(server)
 
-    gateway = create_gateway(GatewayDeps(verifier, sessions, http, wake))
+    upstream = upstream_client()  # the proxy hop's own pool, apart from the broker's
+    gateway_deps = GatewayDeps(verifier, sessions, upstream, wake, access_guard=guard)
+    gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(
         uvicorn.Config(
             Router(api, gateway),
@@ -205,6 +211,9 @@ async def run_stack(
             server.shutdown()
         host.stop()
         await http.aclose()
+        await guard.flush()  # lifespan is off here: the last batch of last-used times
+        await gateway_deps.recorder.close()  # and of usage
+        await upstream.aclose()
         await engine.dispose()
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-ENV_PREFIX = "MODELSERVE_RUNTIME_"
-MAX_CONTEXT = 1 << 20
-DEFAULT_N_BATCH = 512
+from modelserve.shared.runtime_params import DEFAULT_N_BATCH, RuntimeTunables
+from modelserve.shared.slots import MAX_SEQUENCES, default_n_parallel
 
 
 class RuntimeConfigError(ValueError):
     """A runtime parameter is invalid; the message names the parameter and why."""
 
 
-class RuntimeConfig(BaseModel):
-    """Everything the model server needs; each field is also ``MODELSERVE_RUNTIME_<NAME>``."""
+class RuntimeConfig(RuntimeTunables):
+    """Everything the model server needs: the tunables (declared once, in
+    shared/runtime_params.py) plus where the model is and where to listen. Each
+    field is also ``MODELSERVE_RUNTIME_<NAME>``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -35,30 +36,6 @@ class RuntimeConfig(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
     """HTTP port."""
 
-    n_ctx: int = Field(default=2048, ge=16, le=MAX_CONTEXT)
-    """Context window in tokens."""
-
-    n_threads: int | None = Field(default=None, ge=1, le=1024)
-    """CPU threads for generation (default: llama.cpp's choice)."""
-
-    n_gpu_layers: int = Field(default=0, ge=-1)
-    """Layers to offload to the GPU; -1 offloads all (GPU builds only)."""
-
-    n_batch: int = Field(default=DEFAULT_N_BATCH, ge=1, le=1 << 16)
-    """Prompt-processing batch size."""
-
-    chat_template: str | None = None
-    """Jinja chat template overriding the one in the GGUF; ``@path`` reads a file."""
-
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    """Default sampling seed (a request's ``seed`` wins)."""
-
-    max_queue: int = Field(default=16, ge=0, le=10_000)
-    """Requests allowed to wait while one runs; beyond it the answer is 503."""
-
-    embeddings: bool = False
-    """Serve /v1/embeddings (loads a second, embedding context)."""
-
     download_dir: Path = Path("/tmp/modelserve-models")  # noqa: S108 - a cache, not a secret
     """Where an s3:// model is downloaded to."""
 
@@ -71,6 +48,16 @@ class RuntimeConfig(BaseModel):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("must be 64 hexadecimal characters")
         return value
+
+    def slots(self) -> int:
+        """``n_parallel``, or the default for where the layers run."""
+        if self.n_parallel is not None:
+            return self.n_parallel
+        return default_n_parallel(self.n_gpu_layers != 0)
+
+    def cached_sequences(self) -> int:
+        """``prefix_cache``, or one cached sequence per slot."""
+        return self.slots() if self.prefix_cache is None else self.prefix_cache
 
     def chat_template_text(self) -> str | None:
         if self.chat_template is None or not self.chat_template.startswith("@"):
@@ -99,5 +86,10 @@ def build_config(**values: object) -> RuntimeConfig:
     if config.n_batch > config.n_ctx:
         raise RuntimeConfigError(
             f"invalid runtime parameters: n_batch ({config.n_batch}) exceeds n_ctx ({config.n_ctx})"
+        )
+    if config.slots() + config.cached_sequences() > MAX_SEQUENCES:
+        raise RuntimeConfigError(
+            f"invalid runtime parameters: n_parallel ({config.slots()}) plus prefix_cache "
+            f"({config.cached_sequences()}) exceeds llama.cpp's {MAX_SEQUENCES} sequences"
         )
     return config

@@ -1,35 +1,35 @@
-"""llama-cpp-python behind an async interface: queued, cancellable, measured.
+"""The async face of the batched engine: OpenAI-shaped chunks, queueing, cancellation.
 
-Generation runs on one worker thread (llama.cpp is blocking and single-context),
-always in llama-cpp-python's streaming mode: the thread stops a generation by
-leaving the chunk loop, which closes llama's generator between two tokens.
-(Raising from a logits processor cannot do it: that runs inside a ctypes
-callback, where exceptions are printed and swallowed.) Non-streamed answers are
-assembled from the same chunks.
-
-A per-token hook, passed as the logits processor, reads the exact prompt length
-from the first call's input ids, counts sampled tokens, times first-token and
-inter-token latency, and applies OpenAI's ``logit_bias`` (llama-cpp-python's
-own ``logit_bias`` drops every other processor: it assigns ``list.extend()``'s
-``None``). Whatever ends a request, the model is released only after the worker
-thread has stopped touching it.
+Requests are tokenized here, on the event loop (the vocabulary is read-only),
+so a prompt that can never fit the context is refused with a 400 before it
+queues, and a full queue is refused with a 503 at once. The engine thread
+(``batched.py``) does all the llama.cpp work; this side turns its events into
+llama-cpp-python's chunk shapes (which clients and ``assemble`` already know),
+and tells the engine when a client goes away, so its sequence is freed at the
+next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelserve.runtime.batched import BatchedEngine, Channel, Event, Job, Usage
+from modelserve.runtime.chat import ChatTemplate
 from modelserve.runtime.config import RuntimeConfig
+from modelserve.runtime.embedder import Embedder, EmbeddingError
+from modelserve.runtime.llama_model import LlamaModel, ModelLoadError
 from modelserve.runtime.metrics import RuntimeMetrics
-from modelserve.runtime.scheduler import Scheduler
+from modelserve.runtime.sampling import SamplingParams
+from modelserve.runtime.scheduler import QueueFull
+
+__all__ = ["BadParameter", "EngineError", "LlamaEngine", "Usage", "assemble"]
 
 log = logging.getLogger(__name__)
 Disconnected = Callable[[], Awaitable[bool]]
@@ -42,61 +42,6 @@ class EngineError(RuntimeError):
 
 class BadParameter(ValueError):
     """A request parameter llama.cpp cannot honour (answered with 400)."""
-
-
-@dataclass
-class TokenHook:
-    """Called by llama-cpp-python's sampler before each token is drawn.
-
-    ``input_ids`` holds the prompt plus every token generated so far, so its
-    length tells prompt size and position exactly, even if the sampler is
-    called more than once for one position.
-    """
-
-    arrived: float
-    metrics: RuntimeMetrics
-    bias: dict[int, float] | None = None
-    prompt_tokens: int | None = None
-    sampled: int = 0
-    _last_position: int = -1
-    _last_time: float | None = field(default=None, repr=False)
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        position = len(input_ids)
-        if position > self._last_position:
-            now = time.monotonic()
-            if self.prompt_tokens is None:
-                self.prompt_tokens = position
-                self.metrics.prompt_tokens.inc(position)
-                self.metrics.time_to_first_token.observe(now - self.arrived)
-            elif self._last_time is not None:
-                self.metrics.inter_token_latency.observe(now - self._last_time)
-            self._last_position, self._last_time = position, now
-            self.sampled += 1
-            self.metrics.generated_tokens.inc()
-        if self.bias:
-            for token, bias in self.bias.items():
-                scores[token] += bias
-        return scores
-
-    def usage(self, finish_reason: str | None) -> Usage:
-        # A generation that ends on end-of-sequence sampled that token without
-        # emitting it. (One that ends on a stop string is counted in full.)
-        generated = self.sampled - 1 if finish_reason == "stop" and self.sampled else self.sampled
-        return Usage(self.prompt_tokens or 0, max(generated, 0))
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
 
 
 def assemble(kind: str, chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
@@ -131,194 +76,253 @@ def assemble(kind: str, chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], s
     return response, finish
 
 
-async def join_thread(job: asyncio.Future[Any]) -> None:
-    """Wait until the worker thread is done, even through repeated cancellation.
+class _Chunks:
+    """llama-cpp-python's streamed chunk shapes for one request."""
 
-    Releasing the model while the thread still runs would let the next request
-    use llama.cpp concurrently; a cancellation is re-raised once the thread is out.
-    """
-    cancelled = False
-    while not job.done():
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:  # the caller reads the job's outcome itself
-            break
-    if cancelled:
-        raise asyncio.CancelledError
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4()}"
+        self.created = int(time.time())
+
+    def _chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "choices": [choice]}
+
+    def role(self) -> dict[str, Any]:
+        return self._chunk(
+            {"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}
+        )
+
+    def text(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        if self.kind == "chat":
+            delta = {"content": text} if text else {}
+            return self._chunk(
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            )
+        return self._chunk(
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        )
 
 
 class LlamaEngine:
-    """Owns the Llama instance(s) and runs every request through the scheduler."""
+    """One model, a batched generation engine, and optionally an embedder."""
 
     def __init__(
         self,
-        llm: Any,
+        model: LlamaModel,
+        core: BatchedEngine,
         *,
-        scheduler: Scheduler,
         metrics: RuntimeMetrics,
-        embedder: Any | None = None,
+        template: ChatTemplate,
+        default_seed: int | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
-        self._llm = llm
-        self._embedder = embedder
-        self.scheduler = scheduler
+        self.model = model
+        self.core = core
         self.metrics = metrics
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llama")
+        self.template = template
+        self.default_seed = default_seed
+        self._embedder = embedder
+        self._embeds_waiting = 0
 
     @classmethod
     def load(cls, path: Path, config: RuntimeConfig, metrics: RuntimeMetrics) -> LlamaEngine:
-        from llama_cpp import Llama, llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        common: dict[str, Any] = {
-            "model_path": str(path),
-            "n_ctx": config.n_ctx,
-            "n_batch": config.n_batch,
-            "n_threads": config.n_threads,
-            "n_gpu_layers": config.n_gpu_layers,
-            "verbose": False,
-        }
-        if config.seed is not None:
-            common["seed"] = config.seed
         try:
-            llm = Llama(**common)
+            model = LlamaModel(path, n_gpu_layers=config.n_gpu_layers)
+            core = BatchedEngine(
+                model,
+                n_ctx=config.n_ctx,
+                n_batch=config.n_batch,
+                slots=config.slots(),
+                cached_sequences=config.cached_sequences(),
+                max_queue=config.max_queue,
+                n_threads=config.n_threads,
+                metrics=metrics,
+            )
             embedder = (
-                Llama(**common, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+                Embedder(model, n_batch=config.n_batch, n_threads=config.n_threads)
                 if config.embeddings
                 else None
             )
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(f"llama.cpp could not load {path}: {exc}") from exc
-        template = config.chat_template_text()
-        if template is not None:
-            # The override gets the model's own begin/end-of-sequence tokens.
-            def token_text(token: int) -> str:
-                return bytes(llm.detokenize([token], special=True)).decode(errors="replace")
-
-            llm.chat_handler = Jinja2ChatFormatter(
-                template=template,
-                eos_token=token_text(llm.token_eos()),
-                bos_token=token_text(llm.token_bos()),
-            ).to_chat_handler()
-        scheduler = Scheduler(config.max_queue, on_change=metrics.observe_queue)
-        return cls(llm, scheduler=scheduler, metrics=metrics, embedder=embedder)
+        except ModelLoadError as exc:
+            raise EngineError(str(exc)) from exc
+        template = ChatTemplate.for_model(model, config.chat_template_text())
+        return cls(
+            model,
+            core,
+            metrics=metrics,
+            template=template,
+            default_seed=config.seed,
+            embedder=embedder,
+        )
 
     @property
     def embeddings_enabled(self) -> bool:
         return self._embedder is not None
 
-    def _prepare(self, kind: str, params: dict[str, Any]) -> tuple[Callable[..., Any], TokenHook]:
-        params = dict(params)
-        bias = params.pop("logit_bias", None)
-        if bias:
-            vocab = self._llm.n_vocab()
-            bad = [t for t in bias if not 0 <= int(t) < vocab]
-            if bad:
-                raise BadParameter(f"logit_bias: token ids {bad} are outside 0..{vocab - 1}")
-        hook = TokenHook(time.monotonic(), self.metrics, bias or None)
-        call = self._llm.create_chat_completion if kind == "chat" else self._llm.create_completion
-        return (lambda: call(**params, stream=True, logits_processor=[hook])), hook
+    @property
+    def scheduler(self) -> Any:
+        return self.core.scheduler
 
-    @staticmethod
-    def _drive(
-        start: Callable[[], Any], cancel: threading.Event, emit: Callable[[dict[str, Any]], None]
-    ) -> None:
-        """Worker thread: pull chunks until done or cancelled; closing stops llama.cpp."""
-        chunks = start()
+    def _job(self, kind: str, params: dict[str, Any]) -> Job:
+        """Tokenize and check a request; BadParameter for what can never be served."""
+        stops = params.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else list(stops)
+        if kind == "chat":
+            rendered = self.template.render(params["messages"])
+            prompt = self.model.tokenize(rendered.prompt, add_bos=False, special=True)
+            stops += rendered.stops
+        else:
+            prompt = self.model.tokenize(params["prompt"], add_bos=True, special=True)
+        if len(prompt) == 0:
+            raise BadParameter("the prompt is empty")
+        n_ctx = self.core.n_ctx
+        if len(prompt) >= n_ctx:
+            raise BadParameter(
+                f"the prompt is {len(prompt)} tokens; this server's context window holds "
+                f"{n_ctx} tokens (prompt and completion together)"
+            )
+        bias = {int(t): float(b) for t, b in (params.get("logit_bias") or {}).items()}
+        bad = [t for t in bias if not 0 <= t < self.model.n_vocab]
+        if bad:
+            raise BadParameter(
+                f"logit_bias: token ids {bad} are outside 0..{self.model.n_vocab - 1}"
+            )
+        seed = params.get("seed", self.default_seed)
+        sampling = SamplingParams(
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            presence_penalty=float(params.get("presence_penalty", 0.0)),
+            frequency_penalty=float(params.get("frequency_penalty", 0.0)),
+            logit_bias=bias,
+            seed=None if seed is None else int(seed),
+        )
+        max_tokens = params.get("max_tokens")
+        return Job(
+            prompt=prompt,
+            sampling=sampling,
+            stops=stops,
+            max_tokens=int(max_tokens) if max_tokens else None,
+            channel=Channel(asyncio.get_running_loop()),
+        )
+
+    async def _events(self, job: Job) -> AsyncGenerator[Event, None]:
+        """The engine's events for ``job``; leaving early cancels it."""
+        self.core.submit(job)
         try:
-            for chunk in chunks:
-                emit(chunk)
-                if cancel.is_set():
-                    break
+            while True:
+                event = await job.channel.queue.get()
+                if event.kind == "error":
+                    raise EngineError(event.error or "generation failed")
+                yield event
+                if event.kind == "end":
+                    return
         finally:
-            chunks.close()
+            self.core.cancel(job)
 
-    async def _watch(self, disconnected: Disconnected | None, cancel: threading.Event) -> None:
-        if disconnected is None:
-            return
-        while not cancel.is_set():
-            if await disconnected():
-                log.info("client went away; stopping its generation")
-                cancel.set()
-                return
-            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+    async def _chunks(
+        self, kind: str, job: Job, usage_out: list[Usage] | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        chunks = _Chunks(kind)
+        events = self._events(job)
+        try:
+            async for event in events:
+                if event.kind == "started":
+                    if kind == "chat":
+                        yield chunks.role()
+                elif event.kind == "text":
+                    yield chunks.text(event.text)
+                elif event.kind == "end":
+                    yield chunks.text("", event.finish_reason)
+                    if usage_out is not None and event.usage is not None:
+                        usage_out.append(event.usage)
+        finally:
+            await events.aclose()
+
+    async def stream(
+        self, kind: str, params: dict[str, Any], usage_out: list[Usage] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Chunks as the engine produces them; closing the iterator stops generation."""
+        job = self._job(kind, params)
+        chunks = self._chunks(kind, job, usage_out)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
 
     async def complete(
         self, kind: str, params: dict[str, Any], disconnected: Disconnected | None = None
     ) -> tuple[dict[str, Any], Usage]:
         """A whole (non-streamed) completion or chat completion."""
-        start, hook = self._prepare(kind, params)
-        cancel = threading.Event()
+        job = self._job(kind, params)
+        usage: list[Usage] = []
         collected: list[dict[str, Any]] = []
-        loop = asyncio.get_running_loop()
-        async with self.scheduler.slot():
-            watcher = asyncio.create_task(self._watch(disconnected, cancel))
-            job = loop.run_in_executor(self._worker, self._drive, start, cancel, collected.append)
-            try:
-                await asyncio.shield(job)
-            except ValueError as exc:  # e.g. the prompt does not fit the context
-                raise BadParameter(str(exc)) from exc
-            except Exception as exc:
-                raise EngineError(f"generation failed: {exc}") from exc
-            finally:
-                cancel.set()
-                watcher.cancel()
-                await join_thread(job)
-        response, finish = assemble(kind, collected)
-        return response, hook.usage(finish)
+        watcher = asyncio.create_task(self._watch(disconnected, job))
+        chunks = self._chunks(kind, job, usage)
+        try:
+            async for chunk in chunks:
+                collected.append(chunk)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await chunks.aclose()
+        response, _ = assemble(kind, collected)
+        return response, usage[0] if usage else Usage(len(job.prompt), 0)
 
-    async def stream(
-        self, kind: str, params: dict[str, Any], usage_out: list[Usage] | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as llama.cpp produces them; closing the iterator stops generation."""
-        start, hook = self._prepare(kind, params)
-        cancel = threading.Event()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        finish: str | None = None
-
-        def emit(chunk: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
-
-        async with self.scheduler.slot():
-            job = loop.run_in_executor(self._worker, self._drive, start, cancel, emit)
-            job.add_done_callback(lambda _: queue.put_nowait(None))
-            try:
-                while (chunk := await queue.get()) is not None:
-                    choice = (chunk.get("choices") or [{}])[0]
-                    finish = choice.get("finish_reason") or finish
-                    yield chunk
-                try:
-                    job.result()
-                except ValueError as exc:
-                    raise BadParameter(str(exc)) from exc
-                except Exception as exc:
-                    raise EngineError(f"generation failed: {exc}") from exc
-                if usage_out is not None:
-                    usage_out.append(hook.usage(finish))
-            finally:
-                cancel.set()
-                await join_thread(job)  # the model is ours until the thread lets go
+    async def _watch(self, disconnected: Disconnected | None, job: Job) -> None:
+        """Cancel ``job`` when its client goes away (its sequence is then freed)."""
+        if disconnected is None:
+            return
+        while True:
+            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+            if await disconnected():
+                log.info("client went away; stopping its generation")
+                self.core.cancel(job)
+                return
 
     async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
         """One mean-pooled vector per input, and the number of tokens read."""
-        if self._embedder is None:
-            raise EngineError("embeddings are not enabled on this server")
         embedder = self._embedder
+        if embedder is None:
+            raise EngineError("embeddings are not enabled on this server")
+        scheduler = self.core.scheduler
+        if self._embeds_waiting >= max(scheduler.max_waiting, 1):
+            raise QueueFull(scheduler.running, self._embeds_waiting, scheduler.max_waiting, 1)
         loop = asyncio.get_running_loop()
+        result: asyncio.Future[tuple[list[list[float]], int]] = loop.create_future()
 
-        def work() -> tuple[list[list[float]], int]:
-            result = embedder.create_embedding(inputs)
-            vectors = [item["embedding"] for item in result["data"]]
-            return vectors, int(result["usage"]["prompt_tokens"])
-
-        async with self.scheduler.slot():
-            job = loop.run_in_executor(self._worker, work)
+        def work() -> None:
             try:
-                return await asyncio.shield(job)
-            finally:
-                await join_thread(job)
+                outcome = embedder.embed(inputs)
+            except EmbeddingError as exc:
+                loop.call_soon_threadsafe(_settle, result, None, EngineError(str(exc)))
+            else:
+                loop.call_soon_threadsafe(_settle, result, outcome, None)
+
+        self._embeds_waiting += 1
+        try:
+            self.core.run_between_steps(work)
+            return await asyncio.shield(result)
+        finally:
+            self._embeds_waiting -= 1
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True)
+        self.core.close()
+        if self._embedder is not None:
+            self._embedder.close()
+        self.model.close()
+
+
+def _settle(
+    future: asyncio.Future[tuple[list[list[float]], int]],
+    value: tuple[list[list[float]], int] | None,
+    error: BaseException | None,
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    elif value is not None:
+        future.set_result(value)

@@ -8,11 +8,16 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class RuntimeMetrics:
-    """Token counters, latency histograms and queue gauges."""
+    """Token counters, latency histograms, queue, slot and KV-cache gauges."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.prompt_tokens = Counter(
             "modelserve_prompt_tokens", "Prompt tokens processed.", registry=registry
+        )
+        self.prompt_tokens_cached = Counter(
+            "modelserve_prompt_tokens_cached",
+            "Prompt tokens whose KV was reused from a kept sequence (not prefilled again).",
+            registry=registry,
         )
         self.generated_tokens = Counter(
             "modelserve_generated_tokens", "Tokens generated.", registry=registry
@@ -42,8 +47,28 @@ class RuntimeMetrics:
             "modelserve_requests_waiting", "Requests queued for the model.", registry=registry
         )
 
+        self.slots_busy = Gauge(
+            "modelserve_slots_busy", "Slots decoding a request.", registry=registry
+        )
+        self.slots_total = Gauge(
+            "modelserve_slots_total",
+            "Slots (n_parallel): requests decoded together.",
+            registry=registry,
+        )
+        self.kv_cells_used = Gauge(
+            "modelserve_kv_cache_used_cells",
+            "KV-cache cells holding tokens (running and kept sequences).",
+            registry=registry,
+        )
+        self.kv_cells_total = Gauge(
+            "modelserve_kv_cache_cells",
+            "KV-cache cells (n_ctx, shared by all slots).",
+            registry=registry,
+        )
+
     def observe_queue(self, running: int, waiting: int) -> None:
         self.running.set(running)
+        self.slots_busy.set(running)
         self.waiting.set(waiting)
 
 

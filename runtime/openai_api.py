@@ -240,7 +240,7 @@ class OpenAIRoutes:
             return error(500, str(exc), kind="server_error")
         self.engine.metrics.requests.labels(endpoint, "ok").inc()
         result["model"] = self.model_name
-        result.setdefault("usage", usage.as_dict())  # llama.cpp's own count when it gives one
+        result["usage"] = usage.as_dict()
         return JSONResponse(result)
 
     async def _stream(
@@ -325,7 +325,11 @@ class OpenAIRoutes:
                 "object": "list",
                 "model": self.model_name,
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": v}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": _base64_floats(v) if parsed.encoding_format == "base64" else v,
+                    }
                     for i, v in enumerate(vectors)
                 ],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

@@ -1,69 +1,105 @@
-"""One generation at a time, the rest wait in a bounded first-come queue.
+"""Slots and a bounded first-come queue in front of the batched engine.
 
-llama.cpp's context serves one request at a time. llama-cpp-python's own server
-answers by cutting a running stream short when a new request arrives; here a new
-request waits its turn instead, and when too many already wait it is turned away
-at once with a hint of when to retry, rather than piling up without bound.
+The engine decodes up to ``slots`` requests together; the rest wait in order.
+When the slots and the queue are both full a new request is turned away at once
+with a hint of when to retry, rather than piling up without bound. Requests are
+offered from the event loop and started by the engine thread, so every method
+takes one lock; the scheduler knows nothing about llama.cpp (the engine decides
+whether the head of the queue fits the KV cache before it starts it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class QueueFull(RuntimeError):
     """Too many requests are waiting; ``retry_after`` is a hint in seconds."""
 
-    def __init__(self, waiting: int, limit: int, retry_after: int) -> None:
+    def __init__(self, running: int, waiting: int, limit: int, retry_after: int) -> None:
         super().__init__(
-            f"the server is busy: one request is running and {waiting} are waiting "
+            f"the server is busy: {running} requests are running and {waiting} are waiting "
             f"(the queue holds {limit})"
         )
         self.retry_after = retry_after
 
 
-class Scheduler:
-    """A FIFO lock with a bounded number of waiters (asyncio.Lock wakes in order)."""
+class Scheduler(Generic[T]):
+    """FIFO admission to ``slots``; at most ``max_waiting`` more wait behind them."""
 
     def __init__(
-        self, max_waiting: int, on_change: Callable[[int, int], None] | None = None
+        self, slots: int, max_waiting: int, on_change: Callable[[int, int], None] | None = None
     ) -> None:
+        self.slots = slots
         self.max_waiting = max_waiting
-        self.waiting = 0
         self.running = 0
+        self._queue: deque[tuple[T, float]] = deque()
+        self._started: dict[int, float] = {}
         self._on_change = on_change or (lambda running, waiting: None)
-        self._lock = asyncio.Lock()
-        self._mean_seconds = 5.0  # moving average of a request's time holding the model
+        self._lock = threading.Lock()
+        self._mean_seconds = 5.0  # moving average of a request's time in a slot
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
     def retry_after(self) -> int:
-        return max(1, math.ceil((self.waiting + 1) * self._mean_seconds))
+        """Seconds until a place is likely free: the queue ahead, shared by the slots."""
+        return max(1, math.ceil((self.waiting + 1) * self._mean_seconds / self.slots))
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold the model for one request; raise QueueFull when the queue is full."""
-        if self._lock.locked() and self.waiting >= self.max_waiting:
-            raise QueueFull(self.waiting, self.max_waiting, self.retry_after())
-        self._set(waiting=self.waiting + 1)
-        try:
-            await self._lock.acquire()
-        finally:
-            self._set(waiting=self.waiting - 1)
-        self._set(running=self.running + 1)
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
-            self._lock.release()
-            self._set(running=self.running - 1)
+    def offer(self, item: T) -> None:
+        """Queue ``item``; raise QueueFull when slots and queue are all taken."""
+        with self._lock:
+            if self.running + self.waiting >= self.slots + self.max_waiting:
+                raise QueueFull(self.running, self.waiting, self.max_waiting, self.retry_after())
+            self._queue.append((item, time.monotonic()))
+            self._changed()
 
-    def _set(self, *, running: int | None = None, waiting: int | None = None) -> None:
-        if running is not None:
-            self.running = running
-        if waiting is not None:
-            self.waiting = waiting
+    def peek(self) -> T | None:
+        """The next request to start, if a slot is free for it."""
+        with self._lock:
+            if self.running >= self.slots or not self._queue:
+                return None
+            return self._queue[0][0]
+
+    def start(self, item: T) -> bool:
+        """``item`` (the head) takes a slot; False if it left the queue meanwhile."""
+        with self._lock:
+            if not self._queue or self._queue[0][0] is not item or self.running >= self.slots:
+                return False
+            self._queue.popleft()
+            self.running += 1
+            self._started[id(item)] = time.monotonic()
+            self._changed()
+            return True
+
+    def withdraw(self, item: T) -> bool:
+        """Take a waiting ``item`` out of the queue (its client left); False if not queued."""
+        with self._lock:
+            for index, (queued, _) in enumerate(self._queue):
+                if queued is item:
+                    del self._queue[index]
+                    self._changed()
+                    return True
+            return False
+
+    def finish(self, item: T) -> None:
+        """``item`` gave its slot back."""
+        with self._lock:
+            started = self._started.pop(id(item), None)
+            if started is None:
+                return
+            self.running -= 1
+            elapsed = time.monotonic() - started
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
+            self._changed()
+
+    def _changed(self) -> None:
         self._on_change(self.running, self.waiting)

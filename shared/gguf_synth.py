@@ -12,6 +12,13 @@ sampling the model writes valid (if meaningless) text and ends now and then, as
 a real model does. Random bytes would be invalid UTF-8, which a real model never
 emits and on which llama-cpp-python's streaming slows down super-linearly
 (1000 tokens: 1 s as ASCII, 94 s as random bytes).
+
+Random weights at the usual scale give near-flat logits, where the float
+reassociation of a different batch size can flip a greedy choice. The
+``margin`` preset is for tests that compare greedy texts across batch shapes:
+F32 weights, blocks strong enough that the context (not just the last token)
+decides the next token, and an output projection large enough that the best
+token leads the second by a wide margin.
 """
 
 from __future__ import annotations
@@ -41,12 +48,33 @@ class Preset:
     feed_forward: int
     context: int
     f16: bool
+    weight_scale: float = 0.02
+    """Standard deviation of the embedding and block weights."""
+    output_scale: float = 0.5
+    """Standard deviation of the emitting rows of the output projection."""
+    q8: bool = False
+    """Matrices in Q8_0 (the issue's reference benchmarks used a Q8_0 model)."""
+    letters: int | None = None
+    """Write only the first ``letters`` lowercase letters (and end-of-sequence)."""
 
 
 PRESETS: dict[str, Preset] = {
     # ~0.5 MB: what tests and the demo use.
     "tiny": Preset(
         blocks=2, embedding=64, heads=4, kv_heads=4, feed_forward=128, context=2048, f16=False
+    ),
+    # ~0.5 MB, greedy choices with a clear margin: batch-equality tests.
+    "margin": Preset(
+        blocks=2,
+        embedding=64,
+        heads=4,
+        kv_heads=4,
+        feed_forward=128,
+        context=2048,
+        f16=False,
+        weight_scale=0.15,
+        output_scale=4.0,
+        letters=16,
     ),
     # ~10 MB: quick benchmarks.
     "mini": Preset(
@@ -55,6 +83,17 @@ PRESETS: dict[str, Preset] = {
     # ~210 MB, 30 blocks x 576 wide (SmolLM-135M's shapes): realistic speed.
     "small": Preset(
         blocks=30, embedding=576, heads=9, kv_heads=3, feed_forward=1536, context=8192, f16=True
+    ),
+    # ~115 MB, the same shapes in Q8_0: what the runtime benchmark serves.
+    "small-q8": Preset(
+        blocks=30,
+        embedding=576,
+        heads=9,
+        kv_heads=3,
+        feed_forward=1536,
+        context=8192,
+        f16=True,
+        q8=True,
     ),
 }
 
@@ -67,9 +106,15 @@ def byte_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def emitting_tokens() -> list[int]:
-    """Token ids the synthetic model writes: printable ASCII, newline, end-of-sequence."""
+def emitting_tokens(letters: int | None = None) -> list[int]:
+    """Token ids the synthetic model writes: printable ASCII, newline, end-of-sequence.
+
+    With ``letters``, only that many lowercase letters: fewer candidates leave
+    wider gaps between the best and second-best token.
+    """
     byte_base = 3
+    if letters is not None:
+        return [2, *(byte_base + ord("a") + i for i in range(letters))]
     printable = [byte_base + b for b in range(0x20, 0x7F)]
     return [2, byte_base + 0x0A, *printable]
 
@@ -91,7 +136,16 @@ def write_synthetic_gguf(
     n_embd_kv = head_dim * shape.kv_heads
 
     def weights(*dims: int) -> np.ndarray:
-        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(dtype)
+        return (rng.standard_normal(dims, dtype=np.float32) * shape.weight_scale).astype(dtype)
+
+    def add_matrix(name: str, values: np.ndarray) -> None:
+        if shape.q8:
+            quantized = gguf.quants.quantize(
+                values.astype(np.float32), gguf.GGMLQuantizationType.Q8_0
+            )
+            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, values.astype(dtype))
 
     def norm() -> np.ndarray:
         return np.ones(n_embd, dtype=np.float32)  # 1-D tensors stay F32, as llama.cpp expects
@@ -99,9 +153,11 @@ def write_synthetic_gguf(
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name or f"modelserve-synthetic-{preset}")
-    writer.add_file_type(
-        int(gguf.LlamaFileType.MOSTLY_F16 if shape.f16 else gguf.LlamaFileType.ALL_F32)
-    )
+    if shape.q8:
+        file_type = gguf.LlamaFileType.MOSTLY_Q8_0
+    else:
+        file_type = gguf.LlamaFileType.MOSTLY_F16 if shape.f16 else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(int(file_type))
     writer.add_context_length(shape.context)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(shape.blocks)
@@ -120,23 +176,23 @@ def write_synthetic_gguf(
     writer.add_eos_token_id(2)
     writer.add_chat_template(CHAT_TEMPLATE)
 
-    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
+    add_matrix("token_embd.weight", weights(n_vocab, n_embd))
     for block in range(shape.blocks):
         prefix = f"blk.{block}"
         writer.add_tensor(f"{prefix}.attn_norm.weight", norm())
-        writer.add_tensor(f"{prefix}.attn_q.weight", weights(n_embd, n_embd))
-        writer.add_tensor(f"{prefix}.attn_k.weight", weights(n_embd_kv, n_embd))
-        writer.add_tensor(f"{prefix}.attn_v.weight", weights(n_embd_kv, n_embd))
-        writer.add_tensor(f"{prefix}.attn_output.weight", weights(n_embd, n_embd))
+        add_matrix(f"{prefix}.attn_q.weight", weights(n_embd, n_embd))
+        add_matrix(f"{prefix}.attn_k.weight", weights(n_embd_kv, n_embd))
+        add_matrix(f"{prefix}.attn_v.weight", weights(n_embd_kv, n_embd))
+        add_matrix(f"{prefix}.attn_output.weight", weights(n_embd, n_embd))
         writer.add_tensor(f"{prefix}.ffn_norm.weight", norm())
-        writer.add_tensor(f"{prefix}.ffn_gate.weight", weights(shape.feed_forward, n_embd))
-        writer.add_tensor(f"{prefix}.ffn_up.weight", weights(shape.feed_forward, n_embd))
-        writer.add_tensor(f"{prefix}.ffn_down.weight", weights(n_embd, shape.feed_forward))
+        add_matrix(f"{prefix}.ffn_gate.weight", weights(shape.feed_forward, n_embd))
+        add_matrix(f"{prefix}.ffn_up.weight", weights(shape.feed_forward, n_embd))
+        add_matrix(f"{prefix}.ffn_down.weight", weights(n_embd, shape.feed_forward))
     writer.add_tensor("output_norm.weight", norm())
     output = np.zeros((n_vocab, n_embd), dtype=np.float32)
-    emit = emitting_tokens()
-    output[emit] = rng.standard_normal((len(emit), n_embd), dtype=np.float32) * 0.5
-    writer.add_tensor("output.weight", output.astype(dtype))
+    emit = emitting_tokens(shape.letters)
+    output[emit] = rng.standard_normal((len(emit), n_embd), dtype=np.float32) * shape.output_scale
+    add_matrix("output.weight", output)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from modelserve.shared.runtime_params import RuntimeParams
 
 GROUP = "modelserve.dev"
 VERSION = "v1alpha1"
@@ -20,33 +22,11 @@ PLURAL = "modelserves"
 API_VERSION = f"{GROUP}/{VERSION}"
 AUTH_ANNOTATION = "modelserve.dev/auth-token"
 SERVER_LABEL = "modelserve.dev/server-uuid"
+__all__ = ["RuntimeParams"]  # the request side of the runtime's parameters, re-exported
 
 
 class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class RuntimeParams(_Camel):
-    """llama.cpp parameters of the runtime (see runtime/config.py)."""
-
-    n_ctx: int | None = Field(default=None, ge=16, le=1 << 20)
-    n_threads: int | None = Field(default=None, ge=1)
-    n_gpu_layers: int | None = Field(default=None, ge=-1)
-    n_batch: int | None = Field(default=None, ge=1)
-    chat_template: str | None = None
-    seed: int | None = Field(default=None, ge=0)
-    max_queue: int | None = Field(default=None, ge=0)
-    embeddings: bool | None = None
-
-    @model_validator(mode="after")
-    def _batch_fits_context(self) -> RuntimeParams:
-        if self.n_batch is not None and self.n_ctx is not None and self.n_batch > self.n_ctx:
-            raise ValueError(f"n_batch ({self.n_batch}) may not exceed n_ctx ({self.n_ctx})")
-        return self
-
-    def as_runtime_args(self) -> dict[str, Any]:
-        """Set values keyed like the runtime's MODELSERVE_RUNTIME_* variables."""
-        return self.model_dump(exclude_none=True)
 
 
 class Resources(_Camel):

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     pipeline_token_ttl_seconds: int = Field(default=600, gt=0, le=24 * 3600)
     """Lifetime of the internal tokens carried by pipeline CloudEvents."""
 
+    auth_cache_ttl_seconds: float = Field(default=1.0, gt=0, le=2)
+    """How long a replica trusts what it read about a key or a user (at most 2 s: a
+    revoked key or a disabled user is refused within it everywhere)."""
+
     admin_username: str = "admin"
     """Bootstrap admin created on first start when ``admin_password`` is set."""
 

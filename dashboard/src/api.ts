@@ -66,6 +66,39 @@ export interface ServeAccepted {
   gateway_url: string;
 }
 
+export interface ApiKey {
+  key_id: string;
+  name: string;
+  owner: string;
+  server_uuid: string | null;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+/** The answer to creating a key: the only time its plaintext `key` is ever shown. */
+export interface NewApiKey extends ApiKey {
+  key: string;
+}
+
+export interface UsageRow {
+  minute: string;
+  server_uuid: string;
+  username: string;
+  key_id: string; // "" for a JWT
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface Usage {
+  rows: UsageRow[];
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
@@ -162,6 +195,23 @@ export class Api {
 
   remove(uuid: string): Promise<Server> {
     return this.request("DELETE", `/servers/${uuid}`);
+  }
+
+  keys(serverUuid: string, signal?: AbortSignal): Promise<ApiKey[]> {
+    return this.request("GET", `/keys?server_uuid=${encodeURIComponent(serverUuid)}`, undefined, signal);
+  }
+
+  createKey(body: { name: string; server_uuid: string; expires_in_seconds?: number }): Promise<NewApiKey> {
+    return this.request("POST", "/keys", body);
+  }
+
+  revokeKey(keyId: string): Promise<ApiKey> {
+    return this.request("DELETE", `/keys/${encodeURIComponent(keyId)}`);
+  }
+
+  usage(serverUuid: string, since: string, signal?: AbortSignal): Promise<Usage> {
+    const query = `server_uuid=${encodeURIComponent(serverUuid)}&since=${encodeURIComponent(since)}`;
+    return this.request("GET", `/usage?${query}`, undefined, signal);
   }
 
   /** Status changes as they happen (`GET /events`), until `signal` aborts. */

@@ -32,7 +32,11 @@ export function fakeFetch(routes: Record<string, Handler>) {
     const method = init.method ?? "GET";
     const body = typeof init.body === "string" ? safeJson(init.body) : init.body;
     calls.push({ method, url, body, headers: (init.headers as Record<string, string>) ?? {} });
-    const handler = routes[`${method} ${url}`];
+    // An exact route, else one ending in "*" that the request starts with.
+    const wanted = `${method} ${url}`;
+    const handler =
+      routes[wanted] ??
+      Object.entries(routes).find(([route]) => route.endsWith("*") && wanted.startsWith(route.slice(0, -1)))?.[1];
     if (!handler) return json({ detail: `no route ${method} ${url}` }, 404);
     return handler(init, url);
   };

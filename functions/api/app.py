@@ -2,7 +2,7 @@
 
 Roles: a viewer reads; an operator serves and deletes its own servers; an admin
 does everything. The routers live in ``routes/`` (auth, servers, models,
-events); the database queries they make are in ``shared/db/repo.py`` and every
+events, keys, users, usage); the database queries they make are in ``shared/db/repo.py`` and every
 status change in ``shared/lifecycle.py``.
 """
 
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from modelserve.functions.api.dashboard import mount_dashboard
 from modelserve.functions.api.deps import ApiDeps
-from modelserve.functions.api.routes import auth, events, models, servers
+from modelserve.functions.api.routes import auth, events, keys, models, servers, usage, users
 
 __all__ = ["ApiDeps", "create_app"]
 
@@ -33,7 +33,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
 
-    for router in (auth, servers, models, events):
+    # /auth notes keys' last use in memory: the last batch is written on the way out.
+    app.router.on_shutdown.append(deps.guard.flush)
+    for router in (auth, servers, models, keys, users, usage):
         app.include_router(router.router(deps))
+    app.state.server_feed = events.Feed(deps.sessions)  # one poll for all /events streams
+    app.include_router(events.router(deps, app.state.server_feed))
     mount_dashboard(app, deps.dashboard_dir)  # last: API routes match first
     return app

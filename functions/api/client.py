@@ -14,7 +14,17 @@ from typing import Any
 
 import httpx
 
-from modelserve.functions.api.schemas import Model, Models, ServeAccepted, ServeBody, Server
+from modelserve.functions.api.schemas import (
+    Key,
+    KeyBody,
+    Model,
+    Models,
+    NewKey,
+    ServeAccepted,
+    ServeBody,
+    Server,
+    UserOut,
+)
 from modelserve.shared.hashing import sha256_file
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -85,6 +95,27 @@ class ApiClient:
 
     def models(self) -> Models:
         return Models.model_validate(self._call("GET", "/models"))
+
+    def create_key(self, body: KeyBody) -> NewKey:
+        """A new API key; its plaintext is in the answer only, never again."""
+        data = self._call("POST", "/keys", json=body.model_dump(mode="json", exclude_none=True))
+        return NewKey.model_validate(data)
+
+    def keys(self, owner: str | None = None, server_uuid: uuid.UUID | None = None) -> list[Key]:
+        params = {
+            k: str(v) for k, v in (("owner", owner), ("server_uuid", server_uuid)) if v is not None
+        }
+        return [Key.model_validate(k) for k in self._call("GET", "/keys", params=params)]
+
+    def revoke_key(self, key_id: str) -> Key:
+        return Key.model_validate(self._call("DELETE", f"/keys/{key_id}"))
+
+    def users(self) -> list[UserOut]:
+        return [UserOut.model_validate(u) for u in self._call("GET", "/users")]
+
+    def set_disabled(self, username: str, disabled: bool) -> UserOut:
+        data = self._call("PATCH", f"/users/{username}", json={"disabled": disabled})
+        return UserOut.model_validate(data)
 
     def wait(
         self,

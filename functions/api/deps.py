@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.functions.api.security import requires
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.base import Catalog
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import Settings
@@ -33,7 +34,15 @@ class ApiDeps:
     applier: Applier
     store: ObjectStore
     dashboard_dir: Path | None = None
+    # The credential check with its short cache; built from the verifier when not
+    # given. The embedded stack hands the API and the gateway the same one.
+    access_guard: AccessGuard | None = None
+
+    def __post_init__(self) -> None:
+        self.guard: AccessGuard = self.access_guard or AccessGuard(
+            self.verifier, self.sessions, ttl=self.settings.auth_cache_ttl_seconds
+        )
 
     def role(self, role: Role) -> Any:
         """A FastAPI dependency that answers with the caller's claims, at least ``role``."""
-        return Depends(requires(self.verifier, role))
+        return Depends(requires(self.guard, role))

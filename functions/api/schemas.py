@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from modelserve.shared.db.models import ModelRecord, ServerRecord
+from modelserve.functions.ingest import IngestError, check_model_name
+from modelserve.shared.db.models import ApiKey, ModelRecord, ServerRecord, User
 from modelserve.shared.modelserve import RuntimeParams
 
 
@@ -30,6 +31,16 @@ class ServeBody(BaseModel):
     cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
     namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        """The rule uploads use, at the door: a name that could never be a model
+        (``../x``, a NUL byte, invisible unicode) is a 422 here, not a failed serve."""
+        try:
+            return check_model_name(value)
+        except IngestError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ServeAccepted(BaseModel):
@@ -100,3 +111,81 @@ class CatalogModel(BaseModel):
 class Models(BaseModel):
     mirrored: list[Model]
     catalog: list[CatalogModel]
+
+
+class KeyBody(BaseModel):
+    """Make an API key: for one server, or (without ``server_uuid``) all you may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255, examples=["chat front end"])
+    server_uuid: uuid.UUID | None = None
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+    tokens_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="Budget per UTC day; past it the gateway says 429.",
+    )
+
+
+class Key(BaseModel):
+    """A key as listed: never its secret."""
+
+    key_id: str
+    name: str
+    owner: str
+    server_uuid: uuid.UUID | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    tokens_per_day: int | None = None
+
+    @classmethod
+    def of(cls, record: ApiKey) -> Key:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class NewKey(Key):
+    """The answer to creating a key: the only time ``key`` is ever shown."""
+
+    key: str
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+    tokens_per_day: int | None = None
+
+    @classmethod
+    def of(cls, record: User) -> UserOut:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class UserPatch(BaseModel):
+    """Only the fields sent change; ``tokens_per_day: null`` lifts the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool | None = None
+    tokens_per_day: int | None = Field(default=None, ge=1, le=10**12)
+
+
+class UsageRow(BaseModel):
+    minute: dt.datetime
+    server_uuid: uuid.UUID
+    username: str
+    key_id: str = Field(description='The API key used; "" for a JWT.')
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Usage(BaseModel):
+    rows: list[UsageRow]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int

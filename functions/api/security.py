@@ -1,4 +1,4 @@
-"""Bearer-token checks as FastAPI dependencies: 401 for who-are-you, 403 for may-not."""
+"""Bearer-credential checks as FastAPI dependencies: 401 for who-are-you, 403 for may-not."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import HTTPException, Request
 
 from modelserve.shared.auth.errors import AuthError
-from modelserve.shared.auth.tokens import Claims, TokenVerifier, bearer_token
+from modelserve.shared.auth.guard import AccessGuard
+from modelserve.shared.auth.tokens import Claims, bearer_token
 from modelserve.shared.db.models import Role
 
 
@@ -16,12 +17,12 @@ def auth_failure(exc: AuthError) -> HTTPException:
     return HTTPException(status_code=exc.status, detail=exc.message, headers=headers)
 
 
-def requires(verifier: TokenVerifier, role: Role) -> Callable[[Request], Awaitable[Claims]]:
-    """A dependency: the caller's verified claims, with at least ``role``."""
+def requires(guard: AccessGuard, role: Role) -> Callable[[Request], Awaitable[Claims]]:
+    """A dependency: the caller's verified claims, with at least ``role``, user enabled."""
 
     async def dependency(request: Request) -> Claims:
         try:
-            return verifier.verify_access(bearer_token(request.headers.get("authorization")), role)
+            return await guard.access(bearer_token(request.headers.get("authorization")), role)
         except AuthError as exc:
             raise auth_failure(exc) from None
 

@@ -45,3 +45,16 @@ class Forbidden(AuthError):
 
     status = 403
     code = "forbidden"
+
+
+class RevokedKey(AuthError):
+    """An API key its owner or an admin revoked: refused everywhere from then on."""
+
+    code = "revoked_key"
+
+
+class DisabledUser(AuthError):
+    """The credential is genuine but an admin disabled its user: every door refuses it."""
+
+    status = 403
+    code = "user_disabled"

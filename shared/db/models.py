@@ -1,4 +1,4 @@
-"""Tables: model records, server records, users, and the processed-events ledger.
+"""Tables: model records, server records, users, API keys, and the processed-events ledger.
 
 The same schema runs on SQLite (embedded default) and Postgres; column types are
 chosen so that both engines hand back the same Python values (UUIDs, JSON,
@@ -153,6 +153,36 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Set by an admin: from then on every token and key of this user is refused.
+    disabled_at: Mapped[dt.datetime | None] = mapped_column()
+    # Tokens (prompt + completion) per UTC day through the gateway; None: no limit.
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """A long-lived credential for one server or all the owner's: only its hash is kept.
+
+    ``key_id`` is the short public part of the key (``msk_<key_id>_<secret>``), so a
+    presented key is found by primary key and its secret compared in constant time.
+    """
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(
+        String(255), ForeignKey("users.username", ondelete="CASCADE"), index=True
+    )
+    # None: every server the owner may use; else exactly this one.
+    server_uuid: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("server_records.server_uuid", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # None: no limit
 
 
 class ProcessedEvent(Base):
@@ -176,3 +206,21 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     holder: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class UsageMinute(Base):
+    """Tokens through the gateway, summed per minute, server, user and key.
+
+    ``key_id`` is ``""`` for requests made with a JWT (a primary key column
+    cannot be NULL). Rows are written in batches by the gateway, never per request.
+    """
+
+    __tablename__ = "usage_minutes"
+
+    minute: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    server_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,19 +10,22 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, delete, or_, select, update
+from sqlalchemy import Insert, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelserve.shared.db.errors import Conflict, NotFound
 from modelserve.shared.db.models import (
+    ApiKey,
     Lease,
     ModelRecord,
     ProcessedEvent,
     Role,
     ServerRecord,
+    UsageMinute,
     User,
     utcnow,
 )
@@ -184,6 +187,204 @@ async def count_users(session: AsyncSession, role: Role | None = None) -> int:
     if role is not None:
         query = query.where(User.role == role.value)
     return len((await session.execute(query)).all())
+
+
+async def list_users(session: AsyncSession) -> Sequence[User]:
+    result = await session.execute(select(User).order_by(User.username))
+    return result.scalars().all()
+
+
+async def set_user_budget(session: AsyncSession, username: str, tokens_per_day: int | None) -> User:
+    user = await session.get(User, username, populate_existing=True)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    user.tokens_per_day = tokens_per_day
+    await session.flush()
+    return user
+
+
+async def set_user_disabled(session: AsyncSession, username: str, disabled: bool) -> User:
+    """Disable (or enable again) a user; disabling keeps the first time it happened."""
+    user = await session.get(User, username, populate_existing=True)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    if not disabled:
+        user.disabled_at = None
+    elif user.disabled_at is None:
+        user.disabled_at = utcnow()
+    await session.flush()
+    return user
+
+
+# --- API keys -------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession,
+    *,
+    key_id: str,
+    secret_hash: str,
+    name: str,
+    owner: str,
+    server_uuid: uuid.UUID | None,
+    expires_at: dt.datetime | None,
+    tokens_per_day: int | None = None,
+) -> ApiKey:
+    """Record a new key (only the hash of its secret); the id is random, never reused."""
+    key = ApiKey(
+        key_id=key_id,
+        secret_hash=secret_hash,
+        name=name,
+        owner=owner,
+        server_uuid=server_uuid,
+        expires_at=expires_at,
+        tokens_per_day=tokens_per_day,
+    )
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id, populate_existing=True)
+
+
+async def api_key_with_owner(session: AsyncSession, key_id: str) -> tuple[ApiKey, User] | None:
+    """The key and its owner in one query: what a credential check needs to decide."""
+    result = await session.execute(
+        select(ApiKey, User)
+        .join(User, User.username == ApiKey.owner)
+        .where(ApiKey.key_id == key_id)
+    )
+    row = result.one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def list_api_keys(
+    session: AsyncSession, owner: str | None = None, server_uuid: uuid.UUID | None = None
+) -> Sequence[ApiKey]:
+    """Newest first, optionally one owner's or one server's."""
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.key_id)
+    if owner is not None:
+        query = query.where(ApiKey.owner == owner)
+    if server_uuid is not None:
+        query = query.where(ApiKey.server_uuid == server_uuid)
+    result = await session.execute(query)
+    return result.scalars().all()
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey:
+    """Mark the key revoked (idempotent: the first revocation time stays)."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    key = await get_api_key(session, key_id)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}")
+    return key
+
+
+async def touch_api_keys(session: AsyncSession, used: dict[str, dt.datetime]) -> None:
+    """Write the last-used times gathered in memory since the last batch."""
+    for key_id, when in used.items():
+        await session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.key_id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < when),
+            )
+            .values(last_used_at=when)
+        )
+
+
+# --- usage ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    """One row of ``usage_minutes``: what a batch adds up under."""
+
+    minute: dt.datetime
+    server_uuid: uuid.UUID
+    username: str
+    key_id: str  # "" for a JWT
+
+
+@dataclass
+class UsageCounts:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def add_usage(session: AsyncSession, batch: dict[UsageKey, UsageCounts]) -> None:
+    """Add a batch to the per-minute rows (an upsert that sums: replicas write alike)."""
+    dialect = session.get_bind().dialect.name
+    table = UsageMinute.__table__
+    for key, counts in batch.items():
+        values = {
+            "minute": key.minute,
+            "server_uuid": key.server_uuid,
+            "username": key.username,
+            "key_id": key.key_id,
+            "requests": counts.requests,
+            "prompt_tokens": counts.prompt_tokens,
+            "completion_tokens": counts.completion_tokens,
+        }
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(**values)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["minute", "server_uuid", "username", "key_id"],
+                set_={
+                    name: table.c[name] + insert.excluded[name]
+                    for name in ("requests", "prompt_tokens", "completion_tokens")
+                },
+            )
+        )
+
+
+async def usage(
+    session: AsyncSession,
+    *,
+    username: str | None = None,
+    key_id: str | None = None,
+    server_uuid: uuid.UUID | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> Sequence[UsageMinute]:
+    """Per-minute rows, oldest first, narrowed by any of the filters."""
+    query = select(UsageMinute).order_by(UsageMinute.minute, UsageMinute.server_uuid)
+    if username is not None:
+        query = query.where(UsageMinute.username == username)
+    if key_id is not None:
+        query = query.where(UsageMinute.key_id == key_id)
+    if server_uuid is not None:
+        query = query.where(UsageMinute.server_uuid == server_uuid)
+    if since is not None:
+        query = query.where(UsageMinute.minute >= since)
+    if until is not None:
+        query = query.where(UsageMinute.minute < until)
+    return (await session.execute(query)).scalars().all()
+
+
+async def tokens_since(
+    session: AsyncSession,
+    since: dt.datetime,
+    *,
+    key_id: str | None = None,
+    username: str | None = None,
+) -> int:
+    """Prompt plus completion tokens written since ``since`` for one key or one user."""
+    query = select(
+        func.coalesce(func.sum(UsageMinute.prompt_tokens + UsageMinute.completion_tokens), 0)
+    ).where(UsageMinute.minute >= since)
+    if key_id is not None:
+        query = query.where(UsageMinute.key_id == key_id)
+    if username is not None:
+        query = query.where(UsageMinute.username == username)
+    return int((await session.execute(query)).scalar_one())
 
 
 # --- processed-events ledger ------------------------------------------------------

@@ -220,3 +220,63 @@ def test_sign_in_serve_watch_chat_delete(browser: Browser, up: Up, shots: Path) 
     assert page.evaluate("window.sessionStorage.length") == 0
     assert errors == [], errors
     context.close()
+
+
+def serve_ready(up: Up) -> str:
+    """The demo model served through the API (the UI's serve form is tested above)."""
+    auth = {"Authorization": f"Bearer {up.token}"}
+    with httpx.Client(base_url=up.url, headers=auth, timeout=30) as http:
+        accepted = http.post("/serve", json={"model": "demo", "runtime_params": {"n_ctx": 512}})
+        server: str = accepted.json()["server_uuid"]
+        deadline = time.monotonic() + 120
+        while http.get(f"/servers/{server}").json()["status"] != "ready":
+            assert time.monotonic() < deadline, "the demo server did not get ready"
+            time.sleep(0.2)
+    return server
+
+
+def test_a_key_from_the_server_page(browser: Browser, up: Up, shots: Path) -> None:
+    server = serve_ready(up)
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(page, up)
+    page.goto(f"{up.url}/#/servers/{server}")
+    expect(page.get_by_text("No keys for this server yet.")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("e2e front end")
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog", name="New API key")
+    expect(dialog).to_contain_text("shown only once")
+    key = dialog.locator("code").inner_text()
+    assert re.fullmatch(r"msk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", key), key
+    snap(page, shots, "11-new-key")
+    dialog.get_by_role("button", name="I have stored it").click()
+    expect(dialog).to_be_hidden()
+    assert key not in page.content()  # shown once: gone from the page
+    key_id = key.split("_")[1]
+    expect(page.get_by_role("table", name="API keys")).to_contain_text(key_id)
+
+    # The key works through the gateway, and its tokens are counted.
+    with httpx.Client(base_url=up.url, timeout=60) as http:
+        answer = http.post(
+            f"/{server}/v1/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "demo", "prompt": "Hello", "max_tokens": 5},
+        )
+        assert answer.status_code == 200, answer.text
+        admin = {"Authorization": f"Bearer {up.token}"}
+        deadline = time.monotonic() + 15
+        while http.get("/usage", params={"key_id": key_id}, headers=admin).json()["requests"] < 1:
+            assert time.monotonic() < deadline, "the key's usage was never written"
+            time.sleep(0.2)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.get_by_role("table", name="Usage per key")).to_contain_text(key_id)
+        expect(page.get_by_role("img", name="Tokens per minute").locator("rect")).to_have_count(1)
+
+        page.get_by_role("button", name="Revoke e2e front end").click()
+        expect(page.get_by_role("table", name="API keys")).to_contain_text("revoked")
+        snap(page, shots, "12-key-revoked")
+        refused = http.post(
+            f"/{server}/v1/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "demo", "prompt": "Hello", "max_tokens": 5},
+        )
+        assert refused.status_code == 401

@@ -1,6 +1,8 @@
 import { useState } from "react";
 import { ApiError } from "../api";
 import { CopyBlock } from "../components/CopyBlock";
+import { ServerKeys } from "../components/ServerKeys";
+import { ServerUsage } from "../components/ServerUsage";
 import { StatusBadge } from "../components/StatusBadge";
 import { ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
@@ -120,7 +122,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
                   {server.gateway_url}
                 </a>
               </p>
-              <p className="muted">Any OpenAI client works with this base URL and your token as the API key.</p>
+              <p className="muted">Any OpenAI client works with this base URL and an API key (below) or your token.</p>
               <CopyBlock label="OpenAI base_url" text={`${server.gateway_url}/v1`} />
               <CopyBlock label="Python (openai)" text={openaiSnippet(server.gateway_url, server.model_name)} />
               <CopyBlock label="curl" text={curlSnippet(server.gateway_url, server.model_name)} />
@@ -130,6 +132,8 @@ export function ServerDetail({ uuid }: { uuid: string }) {
           )}
         </div>
       </div>
+      {!gone && server.status !== "failed" && <ServerKeys serverUuid={uuid} />}
+      {!gone && server.status !== "failed" && <ServerUsage serverUuid={uuid} />}
     </section>
   );
 }

@@ -39,7 +39,10 @@ def router(deps: ApiDeps) -> APIRouter:
 
     @api.get("/auth")
     async def ext_authz(request: Request) -> Response:
-        """For Envoy ext-authz / Traefik ForwardAuth: 200 with identity headers, or 401."""
+        """For Envoy ext-authz / Traefik ForwardAuth: 200 with identity headers, or 401/403.
+
+        A server's path takes a JWT or an API key; any other path an access token.
+        """
         token = bearer_token(request.headers.get("authorization"))
         original = (
             request.headers.get("x-forwarded-uri") or request.headers.get("x-original-uri") or ""
@@ -49,18 +52,20 @@ def router(deps: ApiDeps) -> APIRouter:
             try:
                 server = uuid.UUID(first)
             except ValueError:
-                claims = deps.verifier.verify_access(token)
+                claims = await deps.guard.access(token)
+                subject, role, kind, key = claims.subject, claims.role, claims.kind.value, None
             else:
-                claims = deps.verifier.verify_for_server(token, server)
+                who = await deps.guard.for_server(token, server)
+                subject, role, kind, key = who.subject, who.role, who.kind, who.key_id
         except AuthError as exc:
             raise auth_failure(exc) from None
-        return Response(
-            status_code=200,
-            headers={
-                "X-Auth-Subject": claims.subject,
-                "X-Auth-Role": claims.role.value if claims.role else "",
-                "X-Auth-Kind": claims.kind.value,
-            },
-        )
+        headers = {
+            "X-Auth-Subject": subject,
+            "X-Auth-Role": role.value if role else "",
+            "X-Auth-Kind": kind,
+        }
+        if key is not None:
+            headers["X-Auth-Key"] = key
+        return Response(status_code=200, headers=headers)
 
     return api

@@ -19,6 +19,8 @@ from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.appliers import LocalApplier
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.gateway import GatewayDeps, Wake, create_gateway
+from modelserve.functions.usage import UsageRecorder
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import create_user
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
@@ -48,6 +50,10 @@ class Stack:
     http: httpx.AsyncClient
     published: list[CloudEvent]
     wakes: list[Any] = field(default_factory=list)
+    api_guard: AccessGuard | None = None
+    gateway_guard: AccessGuard | None = None
+    recorder: UsageRecorder | None = None
+    api_app: Any = None
 
     def token(self, user: str) -> str:
         return self.issuer.access_token(user, ROLES[user])
@@ -60,10 +66,8 @@ class Stack:
 async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     await upgrade(engine)
-    sessions = make_sessionmaker(engine)
-    async with sessions.begin() as session:
-        for user, password in PASSWORDS.items():
-            await create_user(session, user, password, ROLES[user])
+    default_sessions = make_sessionmaker(engine)
+    seeded: set[int] = set()
     catalog = tmp_path / "catalog"
     await asyncio.to_thread(catalog.mkdir)
     await asyncio.to_thread(shutil.copyfile, tiny_model, catalog / "demo.gguf")
@@ -73,12 +77,22 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
         wake: Wake | None = None,
         store: ObjectStore | None = None,
         dashboard_dir: Path | None = None,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        **settings_overrides: Any,
     ) -> Stack:
+        """API and gateway on loopback; ``sessions`` picks another database (Postgres)."""
+        sessions = sessions or default_sessions
+        if id(sessions) not in seeded:
+            seeded.add(id(sessions))
+            async with sessions.begin() as session:
+                for user, password in PASSWORDS.items():
+                    await create_user(session, user, password, ROLES[user])
         settings = load_settings(
             mode="local",
             data_dir=tmp_path,
             jwt_secret=secrets.token_hex(24),
             public_base_url="http://gateway.test",
+            **settings_overrides,
         )
         published: list[CloudEvent] = []
 
@@ -88,19 +102,18 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
         issuer = TokenIssuer.from_settings(settings)
         verifier = TokenVerifier.from_settings(settings)
         http = httpx.AsyncClient(timeout=60)
-        api_app = create_app(
-            ApiDeps(
-                settings,
-                sessions,
-                issuer,
-                verifier,
-                publish,
-                LocalCatalog(tmp_path / "catalog"),
-                LocalApplier(tmp_path / "modelserves"),
-                store or make_store(settings),
-                dashboard_dir,
-            )
+        api_deps = ApiDeps(
+            settings,
+            sessions,
+            issuer,
+            verifier,
+            publish,
+            LocalCatalog(tmp_path / "catalog"),
+            LocalApplier(tmp_path / "modelserves"),
+            store or make_store(settings),
+            dashboard_dir,
         )
+        api_app = create_app(api_deps)
         wakes: list[Any] = []
 
         async def counted_wake(server: Any) -> str:
@@ -108,13 +121,31 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
             assert wake is not None
             return await wake(server)
 
-        gateway_app = create_gateway(
-            GatewayDeps(verifier, sessions, http, counted_wake if wake else None)
+        gateway_deps = GatewayDeps(
+            verifier,
+            sessions,
+            http,
+            counted_wake if wake else None,
+            auth_cache_ttl=settings.auth_cache_ttl_seconds,
         )
+        gateway_app = create_gateway(gateway_deps)
         api_cm, gateway_cm = serving(api_app), serving(gateway_app)
         api_url, gateway_url = await api_cm.__aenter__(), await gateway_cm.__aenter__()
         contexts.append((api_cm, gateway_cm, http))
-        return Stack(settings, sessions, issuer, api_url, gateway_url, http, published, wakes)
+        return Stack(
+            settings,
+            sessions,
+            issuer,
+            api_url,
+            gateway_url,
+            http,
+            published,
+            wakes,
+            api_guard=api_deps.guard,
+            gateway_guard=gateway_deps.guard,
+            recorder=gateway_deps.recorder,
+            api_app=api_app,
+        )
 
     yield build
     for api_cm, gateway_cm, http in contexts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
@@ -13,8 +14,10 @@ from modelserve.shared import events as ev
 from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import PIPELINE_AUDIENCE, TokenVerifier
+from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
+from support.records import new_server
 
 
 async def test_sign_in(stack: Any) -> None:
@@ -189,3 +192,47 @@ async def test_status_events_arrive_in_order(stack: Any) -> None:
 async def test_jwks_is_empty_for_a_shared_secret(stack: Any) -> None:
     response = await stack.http.get(f"{stack.api}/.well-known/jwks.json")
     assert response.status_code == 200 and response.json() == {"keys": []}
+
+
+async def test_open_event_streams_share_one_database_poll(stack: Any) -> None:
+    """Five dashboards open: still one poll per interval, not one per stream."""
+    feed = stack.api_app.state.server_feed
+    streams = 5
+    first_events: list[int] = []
+
+    async def listen() -> None:
+        async with stack.http.stream(
+            "GET", f"{stack.api}/events", headers=stack.auth("vic")
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    first_events.append(1)
+                    await asyncio.sleep(3)
+                    return
+
+    async with stack.sessions.begin() as session:
+        await new_server(session, owner="alice")
+    listeners = [asyncio.create_task(listen()) for _ in range(streams)]
+    while len(feed.listeners) < streams:  # noqa: ASYNC110 - waiting on the others' state
+        await asyncio.sleep(0.05)
+    before, started = feed.polls, time.monotonic()
+    await asyncio.sleep(2)
+    polls, elapsed = feed.polls - before, time.monotonic() - started
+    await asyncio.gather(*listeners)
+    assert len(first_events) == streams  # every stream got the server
+    assert polls <= elapsed / feed.poll_seconds + 2, (polls, elapsed)  # shared, not x5
+    await asyncio.sleep(0.1)
+    assert not feed.listeners  # closed streams leave, and the poll stops with the last
+
+
+async def test_a_model_name_that_could_never_be_one_is_refused_at_the_door(stack: Any) -> None:
+    for name in ("../../../etc/passwd", "de\u0000mo", "\u202e\ufeffdemo", "x" * 10_000, "-rf"):
+        answer = await stack.http.post(
+            f"{stack.api}/serve", headers=stack.auth("alice"), json={"model": name}
+        )
+        assert answer.status_code == 422, (name[:20], answer.text)
+        assert "not a valid model name" in answer.text or "characters" in answer.text
+    assert stack.published == []  # nothing reached the pipeline
+    async with stack.sessions() as session:
+        assert list(await repo.list_servers(session)) == []  # nor the database

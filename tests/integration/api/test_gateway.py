@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -196,3 +197,48 @@ async def test_auth_endpoint_answers_with_identity(stack: Any) -> None:
         },
     )
     assert api.status_code == 200 and api.headers["x-auth-role"] == "viewer"
+
+
+async def test_a_runtime_that_dies_is_a_502_to_retry_or_an_error_event(stack: Any) -> None:
+    """A runtime killed before it answers: 502 with Retry-After (the backend brings it
+    back in seconds). Killed mid-stream: the stream ends with an error event, never
+    silently cut."""
+    deaths: list[str] = []
+
+    async def runtime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if not deaths:  # the first one dies before answering
+            deaths.append("before")
+        else:  # the second answers a stream, two chunks, then dies
+            deaths.append("mid-stream")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            writer.write(b'1b\r\ndata: {"choices": ["one"]}\n\n\r\n')
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.transport.abort()  # like kill -9: no FIN, no last chunk
+
+    dying = await asyncio.start_server(runtime, "127.0.0.1", 0)
+    port = dying.sockets[0].getsockname()[1]
+    server = await ready_server(stack, f"http://127.0.0.1:{port}")
+    auth = stack.auth("vic")
+    try:
+        gone = await stack.http.post(f"{stack.gateway}/{server}/v1/completions", headers=auth)
+        assert gone.status_code == 502 and gone.headers["retry-after"] == "5", gone.text
+        lines: list[str] = []
+        async with stack.http.stream(
+            "POST", f"{stack.gateway}/{server}/v1/completions", headers=auth, json={}
+        ) as stream:
+            assert stream.status_code == 200
+            async for line in stream.aiter_lines():
+                if line:
+                    lines.append(line)
+    finally:
+        dying.close()
+        await dying.wait_closed()
+    assert deaths == ["before", "mid-stream"]
+    assert lines[0] == 'data: {"choices": ["one"]}'
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["code"] == 502 and "stopped answering mid-stream" in error["message"]

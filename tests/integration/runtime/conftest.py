@@ -1,4 +1,4 @@
-"""A generated tiny model and real runtime processes serving it."""
+"""Generated models and real runtime processes serving them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.runtime import RuntimeServer, start_runtime
 
 
@@ -15,3 +16,9 @@ def runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
     server = start_runtime(tiny_model, "--model-name", "demo", "--embeddings", "--max-queue", "4")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def margin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model whose greedy choices lead by a wide margin (see gguf_synth)."""
+    return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "margin.gguf", "margin")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
+import struct
 
 import httpx
 import openai
@@ -91,6 +93,18 @@ def test_embeddings(runtime: RuntimeServer) -> None:
     assert [d.index for d in result.data] == [0, 1]
     assert all(len(d.embedding) == 64 for d in result.data)  # the tiny model's width
     assert result.data[0].embedding != result.data[1].embedding
+
+
+def test_embeddings_as_base64_are_the_same_floats(runtime: RuntimeServer) -> None:
+    """The official client asks for base64 (little-endian float32) unless told not to."""
+    url = f"{runtime.url}/v1/embeddings"
+    floats = httpx.post(url, json={"model": "demo", "input": "hello"}, timeout=60).json()
+    packed = httpx.post(
+        url, json={"model": "demo", "input": "hello", "encoding_format": "base64"}, timeout=60
+    ).json()
+    raw = base64.b64decode(packed["data"][0]["embedding"])
+    decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert decoded == pytest.approx(floats["data"][0]["embedding"], rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ NO_EOS = {"2": -100}
 
 @pytest.fixture(scope="module")
 def no_queue_runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
-    server = start_runtime(tiny_model, "--model-name", "demo", "--max-queue", "0")
+    server = start_runtime(
+        tiny_model, "--model-name", "demo", "--max-queue", "0", "--n-parallel", "1"
+    )
     yield server
     server.stop()
 
@@ -51,3 +53,34 @@ def test_full_queue_is_503_with_retry_after(no_queue_runtime: RuntimeServer) -> 
     client = openai.OpenAI(base_url=no_queue_runtime.openai_base, api_key="x", max_retries=0)
     reply = client.completions.create(model="demo", prompt="again", max_tokens=4)
     assert reply.choices[0].finish_reason in {"length", "stop"}
+
+
+@pytest.fixture(scope="module")
+def two_slot_runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
+    server = start_runtime(
+        tiny_model, "--model-name", "demo", "--max-queue", "0", "--n-parallel", "2"
+    )
+    yield server
+    server.stop()
+
+
+def test_every_slot_serves_before_the_queue_refuses(two_slot_runtime: RuntimeServer) -> None:
+    url = two_slot_runtime.url
+    body = {"model": "demo", "prompt": "long", "max_tokens": 1500, "stream": True}
+    body["logit_bias"] = NO_EOS
+    with (
+        httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as first,
+        httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as second,
+    ):
+        assert (first.status_code, second.status_code) == (200, 200)
+        first_lines, second_lines = first.iter_lines(), second.iter_lines()
+        next(first_lines)
+        next(second_lines)  # both decode at once: two slots
+        busy = httpx.post(
+            f"{url}/v1/completions", json={"model": "demo", "prompt": "x"}, timeout=30
+        )
+        assert busy.status_code == 503, busy.text
+        assert "2 requests are running" in busy.json()["error"]["message"]
+        slots = httpx.get(f"{url}/metrics", timeout=10).text
+        assert "modelserve_slots_total 2.0" in slots
+        assert "modelserve_slots_busy 2.0" in slots

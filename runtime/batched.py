@@ -1,0 +1,445 @@
+"""The continuous-batching loop: one thread, one llama_context, every request each step.
+
+Each step the engine thread (the only one that touches the generation context):
+
+1. drops requests whose client left and runs queued side jobs (embeddings);
+2. starts queued requests while a slot is free and the KV cache can hold their
+   prompt, continuing a kept sequence when one shares the prompt's prefix;
+3. builds one batch: the last sampled token of every generating request, then
+   prompt chunks of requests still in prefill, never more than ``n_batch`` rows;
+4. calls ``llama_decode`` once and samples each request's own row with its own
+   sampler chain; text, ends and usage go back to the event loop in one call.
+
+A request that ends (end of generation, stop string, ``max_tokens``, context
+length, client gone) frees its slot at once; its sequence stays in the KV cache
+for prefix reuse while there is room. When the cache is full, kept sequences
+are evicted first and then the request holding the most cells is ended with
+``finish_reason: "length"``; the process never dies of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelserve.runtime.batch import TokenBatch, Tokens
+from modelserve.runtime.llama_model import LlamaModel
+from modelserve.runtime.metrics import RuntimeMetrics
+from modelserve.runtime.prefix_cache import Match, PrefixCache
+from modelserve.runtime.sampling import SamplerChain, SamplingParams
+from modelserve.runtime.scheduler import Scheduler
+from modelserve.runtime.text import TextStream
+
+log = logging.getLogger(__name__)
+
+DECODE_OK, DECODE_NO_KV_SLOT, DECODE_ABORTED = 0, 1, 2
+MAX_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the engine tells a request: ``started``, ``text``, ``end`` or ``error``."""
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+class Channel:
+    """Events from the engine thread into one request's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation request, from the queue to its end."""
+
+    prompt: Tokens
+    sampling: SamplingParams
+    stops: list[str]
+    max_tokens: int | None
+    channel: Channel
+    arrived: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    sequence: int = -1
+    n_past: int = 0  # tokens whose KV is in the cache
+    cached: int = 0
+    generated: list[int] = field(default_factory=list)
+    chain: SamplerChain | None = None
+    text: TextStream | None = None
+    last_token_at: float | None = None
+    row: int = -1  # batch row sampled this step, -1 when none
+    chunk: int = 0  # tokens this job has in the current batch
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.prompt)
+
+    def kv_tokens(self) -> Tokens:
+        """The tokens whose keys and values the job's sequence holds."""
+        if not self.generated:
+            return self.prompt[: self.n_past]
+        whole = np.concatenate([self.prompt, np.asarray(self.generated, dtype=np.int32)])
+        return whole[: self.n_past]
+
+
+class BatchedEngine:
+    """Owns the generation context and the thread that drives it."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        slots: int,
+        cached_sequences: int,
+        max_queue: int,
+        n_threads: int | None,
+        metrics: RuntimeMetrics,
+    ) -> None:
+        from llama_cpp import llama_cpp as lib
+
+        self._lib = lib
+        self.model = model
+        self.metrics = metrics
+        self.slots = slots
+        self.ctx = model.new_context(
+            n_ctx=n_ctx, n_batch=n_batch, n_seq_max=slots + cached_sequences, n_threads=n_threads
+        )
+        self._memory = lib.llama_get_memory(self.ctx)
+        self.n_ctx = int(lib.llama_n_ctx(self.ctx))
+        self.n_batch = int(lib.llama_n_batch(self.ctx))
+        self.scheduler: Scheduler[Job] = Scheduler(slots, max_queue, self._queue_changed)
+        self._batch = TokenBatch(self.n_batch)
+        self._cache = PrefixCache(cached_sequences)
+        self._free_sequences = list(range(slots + cached_sequences - 1, -1, -1))
+        self._active: list[Job] = []
+        self._side_jobs: deque[Callable[[], None]] = deque()
+        self._outbox: list[tuple[Job, Event]] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        metrics.slots_total.set(slots)
+        metrics.kv_cells_total.set(self.n_ctx)
+        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        self._thread.start()
+
+    # -- called from the event loop --------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (raises QueueFull when slots and queue are taken)."""
+        self.scheduler.offer(job)
+        self._notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job``: a queued one leaves the queue, a running one ends at the next step.
+
+        Either way its channel gets an ``end`` event (finish reason None), so a
+        reader waiting on it is released. Call it from the job's event loop.
+        """
+        if self.scheduler.withdraw(job):
+            job.channel.queue.put_nowait(Event("end"))
+        elif not job.cancelled:
+            job.cancelled = True
+            self._notify()
+
+    def run_between_steps(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the engine thread between two decode steps."""
+        with self._wake:
+            self._side_jobs.append(work)
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+        self._lib.llama_free(self.ctx)
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    # -- the engine thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._has_work():
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                side_jobs = list(self._side_jobs)
+                self._side_jobs.clear()
+            try:
+                for work in side_jobs:
+                    work()
+                self._drop_cancelled()
+                self._admit()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # never let the thread die: fail what ran, carry on
+                log.exception("engine step failed")
+                for job in list(self._active):
+                    self._fail(job, f"generation failed: {exc}")
+                self._lib.llama_memory_clear(self._memory, True)
+                self._reset_cache()
+            finally:
+                self._flush()
+        for job in list(self._active):
+            self._fail(job, "the server is shutting down")
+        self._flush()
+
+    def _has_work(self) -> bool:
+        return bool(self._active or self._side_jobs or self.scheduler.peek() is not None)
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._active if j.cancelled]:
+            self._finish(job, None)
+
+    def _admit(self) -> None:
+        """Start queued requests, first come first served, while slots and KV allow."""
+        while (job := self.scheduler.peek()) is not None:
+            if job.cancelled:
+                self.scheduler.withdraw(job)
+                continue
+            match = self._cache.best(job.prompt)
+            reused = match.length if match else 0
+            committed = sum(len(j.prompt) + len(j.generated) for j in self._active)
+            if committed + len(job.prompt) - reused + 1 > self.n_ctx and self._active:
+                break  # wait for running requests to free cells
+            if self.scheduler.start(job):  # False: its client left just now
+                self._start(job, match)
+
+    def _start(self, job: Job, match: Match | None) -> None:
+        reused = 0
+        if match is not None:
+            sequence = match.sequence
+            self._cache.take(sequence)
+            if self._lib.llama_memory_seq_rm(self._memory, sequence, match.length, -1):
+                reused = match.length
+            else:  # this memory cannot cut a sequence: start it afresh
+                self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+        else:
+            sequence = self._free_sequences.pop() if self._free_sequences else self._evict()
+        job.sequence, job.n_past, job.cached = sequence, reused, reused
+        job.chain = SamplerChain(job.sampling, self.model.n_vocab)
+        job.text = TextStream(job.stops)
+        self._active.append(job)
+        self.metrics.prompt_tokens.inc(len(job.prompt))
+        self.metrics.prompt_tokens_cached.inc(reused)
+        self._send(job, Event("started"))
+
+    def _evict(self) -> int:
+        """Free the least recently used kept sequence; returns its id."""
+        sequence = self._cache.pop_oldest()
+        self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+        return sequence
+
+    def _free_cells(self) -> int:
+        return self.n_ctx - sum(j.n_past for j in self._active) - self._cache.cells
+
+    def _make_room(self, generating: int, prefill_wanted: int) -> None:
+        """Evict kept sequences, then end the longest request, until the step can progress."""
+        needed = max(generating, 1)
+        while self._free_cells() < generating + prefill_wanted and len(self._cache):
+            self._free_sequences.append(self._evict())
+        while self._active and self._free_cells() < needed:
+            self._end_longest()
+            needed = max(sum(1 for j in self._active if not j.prefilling), 1)
+
+    def _end_longest(self) -> None:
+        longest = max(self._active, key=lambda j: j.n_past)
+        log.info("KV cache full: ending the request holding %d cells", longest.n_past)
+        self._finish(longest, "length")
+
+    def _step(self) -> None:
+        generating = [j for j in self._active if not j.prefilling]
+        prefilling = [j for j in self._active if j.prefilling]
+        room = self.n_batch - len(generating)
+        wanted = min(room, sum(len(j.prompt) - j.n_past for j in prefilling))
+        self._make_room(len(generating), wanted)
+        generating = [j for j in self._active if not j.prefilling]
+        prefilling = [j for j in self._active if j.prefilling]
+        budget = min(self.n_batch - len(generating), self._free_cells() - len(generating))
+        batch = self._batch
+        batch.clear()
+        if generating:
+            first = batch.add_next(
+                np.fromiter((j.sequence for j in generating), np.int32, len(generating)),
+                np.fromiter((j.generated[-1] for j in generating), np.int32, len(generating)),
+                np.fromiter((j.n_past for j in generating), np.int32, len(generating)),
+            )
+            for offset, job in enumerate(generating):
+                job.row, job.chunk = first + offset, 1
+        in_batch = list(generating)
+        for job in prefilling:
+            job.row, job.chunk = -1, 0
+            if budget <= 0:
+                continue
+            count = min(budget, len(job.prompt) - job.n_past)
+            last = job.n_past + count == len(job.prompt)
+            chunk = job.prompt[job.n_past : job.n_past + count]
+            row = batch.add(job.sequence, chunk, job.n_past, output_last=last)
+            job.row, job.chunk = (row if last else -1), count
+            budget -= count
+            in_batch.append(job)
+        if not in_batch:
+            return
+        if not self._decode(in_batch):
+            return
+        now = time.monotonic()
+        for job in in_batch:
+            job.n_past += job.chunk
+            if job.row >= 0:
+                assert job.chain is not None
+                self._accept(job, job.chain.sample(self.ctx, job.row), now)
+        self._observe_kv()
+
+    def _decode(self, in_batch: list[Job]) -> bool:
+        """One llama_decode; every return code leaves the books consistent with the cache."""
+        for _ in range(MAX_RETRIES):
+            code = int(self._lib.llama_decode(self.ctx, self._batch.struct()))
+            if code == DECODE_OK:
+                return True
+            if code == DECODE_NO_KV_SLOT:  # the state is restored; make room and rebuild
+                log.warning("llama_decode found no KV slot for %d tokens", self._batch.size)
+                if len(self._cache):
+                    while len(self._cache):
+                        self._free_sequences.append(self._evict())
+                else:
+                    self._end_longest()
+                return False
+            # Aborted or failed: ubatches already processed stay in memory; cut them off.
+            for job in in_batch:
+                self._lib.llama_memory_seq_rm(self._memory, job.sequence, job.n_past, -1)
+            if code == DECODE_ABORTED:
+                continue
+            break
+        log.error("llama_decode failed with %d for %d tokens", code, self._batch.size)
+        for job in in_batch:
+            self._fail(job, f"llama_decode failed with code {code}")
+        return False
+
+    def _accept(self, job: Job, token: int, now: float) -> None:
+        """A sampled token: metrics, text, and whether the request ends here."""
+        metrics = self.metrics
+        metrics.generated_tokens.inc()
+        if job.last_token_at is None:
+            metrics.time_to_first_token.observe(now - job.arrived)
+        else:
+            metrics.inter_token_latency.observe(now - job.last_token_at)
+        job.last_token_at = now
+        job.generated.append(token)
+        assert job.text is not None
+        if self.model.ends_generation(token):
+            self._finish(job, "stop")
+            return
+        text = job.text.push(self.model.piece(token))
+        if text:
+            self._send(job, Event("text", text=text))
+        if job.text.stopped:
+            self._finish(job, "stop")
+        elif self._out_of_room(job):
+            self._finish(job, "length")
+
+    def _out_of_room(self, job: Job) -> bool:
+        """``max_tokens`` reached, or no position left in the context for the next token."""
+        if job.max_tokens is not None and len(job.generated) >= job.max_tokens:
+            return True
+        return job.n_past >= self.n_ctx
+
+    def _finish(self, job: Job, reason: str | None) -> None:
+        assert job.text is not None
+        tail = job.text.finish()
+        if tail:
+            self._send(job, Event("text", text=tail))
+        ended_on_eog = bool(job.generated) and self.model.ends_generation(job.generated[-1])
+        usage = Usage(
+            prompt_tokens=len(job.prompt),
+            completion_tokens=len(job.generated) - (1 if ended_on_eog else 0),
+            cached_tokens=job.cached,
+        )
+        self._send(job, Event("end", finish_reason=reason, usage=usage))
+        self._release(job)
+
+    def _fail(self, job: Job, message: str) -> None:
+        self._send(job, Event("error", error=message))
+        self._release(job, keep=False)
+
+    def _release(self, job: Job, *, keep: bool = True) -> None:
+        """Give the slot back; keep the sequence for prefix reuse if there is room."""
+        if job not in self._active:
+            return
+        self._active.remove(job)
+        if job.chain is not None:
+            job.chain.close()
+        tokens = job.kv_tokens()
+        if keep and len(tokens) and self._cache.capacity:
+            for sequence in self._cache.put(job.sequence, tokens):
+                self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+                self._free_sequences.append(sequence)
+        else:
+            self._lib.llama_memory_seq_rm(self._memory, job.sequence, -1, -1)
+            self._free_sequences.append(job.sequence)
+        self.scheduler.finish(job)
+        self._observe_kv()
+
+    def _reset_cache(self) -> None:
+        while len(self._cache):
+            self._free_sequences.append(self._cache.pop_oldest())
+
+    def _observe_kv(self) -> None:
+        self.metrics.kv_cells_used.set(self.n_ctx - self._free_cells())
+
+    def _queue_changed(self, running: int, waiting: int) -> None:
+        self.metrics.observe_queue(running, waiting)
+
+    def _send(self, job: Job, event: Event) -> None:
+        self._outbox.append((job, event))
+
+    def _flush(self) -> None:
+        """Deliver the step's events with one wake-up of each event loop."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        for job, event in self._outbox:
+            by_loop.setdefault(job.channel.loop, []).append((job, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[Job, Event]]) -> None:
+    for job, event in items:
+        job.channel.queue.put_nowait(event)

@@ -1,0 +1,253 @@
+"""Every door's credential check: a JWT or an API key, and whether its user is disabled.
+
+Why a cache, and why this one. A revoked key, an expired one, or any credential
+of a disabled user must be refused within 2 seconds on every replica of the API,
+the gateway and ``/auth``, without a database round trip per request. There is no
+shared bus between replicas that works on both platforms (SQLite has no
+LISTEN/NOTIFY; Knative replicas come and go), so each replica keeps what it read
+about a key or a user for ``ttl`` seconds (default 1, at most 2) and then reads it
+again. That bounds staleness to ``ttl`` everywhere with one query per key (or
+user) in use per replica per ``ttl``, whatever the request rate; concurrent
+misses share one load. The replica that revokes or disables drops its entry at
+once (``invalidate_*``), so there the refusal is immediate.
+
+Last-used times are noted in memory and written in batches (with the next load,
+or ``flush``), never by the request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelserve.shared.auth import apikeys
+from modelserve.shared.auth.errors import (
+    DisabledUser,
+    ExpiredToken,
+    Forbidden,
+    InvalidToken,
+    MissingToken,
+    RevokedKey,
+)
+from modelserve.shared.auth.tokens import Claims, TokenKind, TokenVerifier
+from modelserve.shared.db import repo
+from modelserve.shared.db.models import Role
+
+K = TypeVar("K")
+V = TypeVar("V")
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A tokens-per-UTC-day limit on a key (``scope`` "key") or a user ("user")."""
+
+    scope: str
+    name: str
+    tokens_per_day: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified credential speaks for at a server's door."""
+
+    subject: str
+    kind: str  # "access", "server" (a JWT of those kinds) or "key"
+    role: Role | None
+    key_id: str | None = None
+    budgets: tuple[Budget, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserState:
+    disabled: bool
+    tokens_per_day: int | None
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What the database said about a key and its owner when last read."""
+
+    secret_hash: str
+    owner: str
+    owner_role: Role
+    owner_disabled: bool
+    server_uuid: uuid.UUID | None
+    expires_at: dt.datetime | None
+    revoked: bool
+    key_budget: int | None = None
+    owner_budget: int | None = None
+
+
+class TtlCache(Generic[K, V]):
+    """Values kept for ``ttl`` seconds; one load at a time per key (single flight)."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._values: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Future[V]] = {}
+
+    async def get(self, key: K, load: Callable[[K], Awaitable[V]]) -> V:
+        hit = self._values.get(key)
+        if hit is not None and self._clock() < hit[0]:
+            return hit[1]
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            if len(self._values) >= MAX_ENTRIES:
+                self._values.clear()  # crude but bounded: garbage keys cannot grow memory
+            self._values[key] = (self._clock() + self._ttl, value)
+            future.set_result(value)
+            return value
+        finally:
+            del self._loading[key]
+
+    def invalidate(self, key: K) -> None:
+        self._values.pop(key, None)
+
+    def invalidate_where(self, predicate: Callable[[V], bool]) -> None:
+        for key in [k for k, (_, v) in self._values.items() if predicate(v)]:
+            del self._values[key]
+
+
+class AccessGuard:
+    """Verifies a bearer credential and refuses revoked, expired and disabled ones."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.verifier = verifier
+        self._sessions = sessions
+        self._keys: TtlCache[str, KeyState | None] = TtlCache(ttl, clock)
+        self._users: TtlCache[str, UserState | None] = TtlCache(ttl, clock)
+        self._used: dict[str, dt.datetime] = {}
+        self.loads = 0  # database round trips for credentials, for tests and metrics
+
+    # --- the doors ------------------------------------------------------------------
+
+    async def access(self, token: str | None, required: Role = Role.VIEWER) -> Claims:
+        """The API's check: a user access token of an enabled user with ``required``."""
+        if apikeys.looks_like_key(token):
+            raise InvalidToken("API keys open server endpoints only; the API needs a token")
+        claims = self.verifier.verify_access(token, required)
+        await self._refuse_disabled(claims.subject)
+        return claims
+
+    async def for_server(self, token: str | None, server: uuid.UUID) -> Principal:
+        """The gateway's and ``/auth``'s check for one server: a key or a JWT."""
+        if token is not None and apikeys.looks_like_key(token):
+            return await self._key(token, server)
+        claims = self.verifier.verify_for_server(token, server)
+        user = await self._refuse_disabled(claims.subject)
+        budgets = _budgets(None, None, claims.subject, user.tokens_per_day if user else None)
+        kind = "server" if claims.kind is TokenKind.SERVER else "access"
+        return Principal(claims.subject, kind, claims.role, None, budgets)
+
+    # --- invalidation (the replica that made the change) ----------------------------
+
+    def invalidate_key(self, key_id: str) -> None:
+        self._keys.invalidate(key_id)
+
+    def invalidate_user(self, username: str) -> None:
+        self._users.invalidate(username)
+        self._keys.invalidate_where(lambda state: state is not None and state.owner == username)
+
+    async def flush(self) -> None:
+        """Write the last-used times noted since the last batch."""
+        if not self._used:
+            return
+        used, self._used = self._used, {}
+        async with self._sessions.begin() as session:
+            await repo.touch_api_keys(session, used)
+
+    # --- internals --------------------------------------------------------------------
+
+    async def _key(self, token: str, server: uuid.UUID) -> Principal:
+        parsed = apikeys.parse(token)
+        if parsed is None:
+            raise InvalidToken("the API key is malformed")
+        key_id, secret = parsed
+        state = await self._keys.get(key_id, self._load_key)
+        if state is None or not apikeys.secret_matches(state.secret_hash, secret):
+            raise InvalidToken("the API key is not valid")
+        if state.revoked:
+            raise RevokedKey("the API key was revoked")
+        if state.expires_at is not None and state.expires_at <= dt.datetime.now(dt.UTC):
+            raise ExpiredToken("the API key has expired")
+        if state.owner_disabled:
+            raise DisabledUser(f"user {state.owner!r} is disabled")
+        if state.server_uuid is not None and state.server_uuid != server:
+            raise Forbidden(f"the API key is scoped to another server, not {server}")
+        self._used[key_id] = dt.datetime.now(dt.UTC)
+        budgets = _budgets(key_id, state.key_budget, state.owner, state.owner_budget)
+        return Principal(state.owner, "key", state.owner_role, key_id, budgets)
+
+    async def _refuse_disabled(self, username: str) -> UserState | None:
+        user = await self._users.get(username, self._load_user)
+        if user is not None and user.disabled:
+            raise DisabledUser(f"user {username!r} is disabled")
+        return user
+
+    async def _load_key(self, key_id: str) -> KeyState | None:
+        self.loads += 1
+        await self.flush()
+        async with self._sessions() as session:
+            found = await repo.api_key_with_owner(session, key_id)
+        if found is None:
+            return None
+        key, owner = found
+        return KeyState(
+            secret_hash=key.secret_hash,
+            owner=key.owner,
+            owner_role=Role(owner.role),
+            owner_disabled=owner.disabled_at is not None,
+            server_uuid=key.server_uuid,
+            expires_at=key.expires_at,
+            revoked=key.revoked_at is not None,
+            key_budget=key.tokens_per_day,
+            owner_budget=owner.tokens_per_day,
+        )
+
+    async def _load_user(self, username: str) -> UserState | None:
+        """None: no such user (a service's own token)."""
+        self.loads += 1
+        async with self._sessions() as session:
+            user = await repo.get_user(session, username)
+            if user is None:
+                return None
+            return UserState(user.disabled_at is not None, user.tokens_per_day)
+
+
+def _budgets(
+    key_id: str | None, key_limit: int | None, user: str, user_limit: int | None
+) -> tuple[Budget, ...]:
+    found = []
+    if key_id is not None and key_limit is not None:
+        found.append(Budget("key", key_id, key_limit))
+    if user_limit is not None:
+        found.append(Budget("user", user, user_limit))
+    return tuple(found)
+
+
+__all__ = ["AccessGuard", "MissingToken", "Principal"]

@@ -21,6 +21,7 @@ GPU_RUNTIME = "modelserve-llamacpp-gpu"
 MODEL_FORMAT = "gguf"
 SERVICE_ACCOUNT = "modelserve-models"
 API_VERSION = "serving.kserve.io/v1beta1"
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 # Knative scales at 70% of the target by default; the runtime's slots are the
 # real capacity, so a replica is added when they are all busy, not before.
 TARGET_UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
@@ -49,6 +50,7 @@ class ServerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     service_account: str = SERVICE_ACCOUNT
+    deployment_mode: str = "Serverless"
 
 
 def _env(spec: ServerSpec) -> list[Any]:
@@ -79,7 +81,7 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
             namespace=spec.namespace,
             labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
             annotations={
-                "serving.kserve.io/deploymentMode": "Serverless",
+                DEPLOYMENT_MODE: spec.deployment_mode,
                 TARGET_UTILIZATION: "100",
                 **spec.annotations,
             },

@@ -35,9 +35,12 @@ class OperatorDeps:
     sessions: async_sessionmaker[AsyncSession]
     public_base_url: str
     metrics_interval: float = 30.0
+    deployment_mode: str = "Serverless"  # Settings.kserve_deployment_mode
 
 
-def server_spec(spec: ms.ModelServeSpec, name: str, namespace: str) -> ServerSpec:
+def server_spec(
+    spec: ms.ModelServeSpec, name: str, namespace: str, deployment_mode: str = "Serverless"
+) -> ServerSpec:
     return ServerSpec(
         server_uuid=spec.server_uuid,
         namespace=namespace,
@@ -51,6 +54,7 @@ def server_spec(spec: ms.ModelServeSpec, name: str, namespace: str) -> ServerSpe
         sha256=spec.sha256,
         runtime_args=spec.runtime.as_runtime_args(),
         labels={MANAGED_BY: name},
+        deployment_mode=deployment_mode,
     )
 
 
@@ -118,7 +122,7 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
         if await _status_of(deps, spec.server_uuid) in lifecycle.GONE - {ServerStatus.FAILED}:
             log.info("%s/%s: server is being deleted; no InferenceService", namespace, name)
             return
-        isvc = build_inference_service(server_spec(spec, name, namespace))
+        isvc = build_inference_service(server_spec(spec, name, namespace, deps.deployment_mode))
         kopf.adopt(isvc, owner=body)
         try:
             created, current = await asyncio.to_thread(apply_isvc, isvc)

@@ -62,6 +62,7 @@ async def operate(
         sessions=make_sessionmaker(engine),
         public_base_url=str(settings.public_base_url),
         metrics_interval=metrics_interval,
+        deployment_mode=settings.kserve_deployment_mode,
     )
     registry = build_registry(deps)
     if webhook is not None:

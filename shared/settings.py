@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MODELSERVE_"
@@ -142,6 +149,19 @@ class Settings(BaseSettings):
 
     namespace: str = "modelserve"
     """Kubernetes namespace for ModelServe resources."""
+
+    kserve_deployment_mode: Literal["Serverless", "Standard"] = "Serverless"
+    """KServe deployment mode of every InferenceService: ``Serverless`` (Knative, scales
+    to zero) or ``Standard`` (a Deployment and an HPA; KServe's old ``RawDeployment``,
+    which is accepted and renamed) for clusters without Knative."""
+
+    @field_validator("kserve_deployment_mode", mode="before")
+    @classmethod
+    def _standard_not_raw(cls, value: object) -> object:
+        # KServe 0.16 records "Standard" in the InferenceService's status and its
+        # validating webhook refuses every later update whose annotation differs,
+        # so a "RawDeployment" annotation would block even its own finalizer.
+        return "Standard" if value == "RawDeployment" else value
 
     # --- pipeline ---------------------------------------------------------------
     catalog_backend: Literal["local", "s3", "http"] = "local"

@@ -259,7 +259,22 @@ def _scheduler(base: Path, kubeconfig: Path) -> ServerProcess:
     )
 
 
-def _kwok(base: Path, kubeconfig: Path) -> ServerProcess:
+def _pod_ready_stage(stages: Path, base: Path, executed_label: str) -> Path:
+    """kwok's pod-ready stage, less the pods labelled ``executed_label``.
+
+    Those are run (and reported Ready) by a test's pod executor instead, so a Pod
+    reads Ready only when what its spec says really runs.
+    """
+    stage = yaml.safe_load((stages / "pod/fast/pod-ready.yaml").read_text())
+    stage["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.labels["{executed_label}"]', "operator": "DoesNotExist"}
+    )
+    path = base / "pod-ready.yaml"
+    path.write_text(yaml.safe_dump(stage))
+    return path
+
+
+def _kwok(base: Path, kubeconfig: Path, executed_label: str | None = None) -> ServerProcess:
     try:
         stages = go_module("sigs.k8s.io/kwok", "KWOK_VERSION") / "kustomize" / "stage"
     except MissingService as exc:
@@ -273,7 +288,11 @@ def _kwok(base: Path, kubeconfig: Path) -> ServerProcess:
         "--node-ip=10.244.0.1",
         "--node-lease-duration-seconds=40",
     ]
-    argv += [f"--config={stages / stage}" for stage in KWOK_STAGES]
+    for stage in KWOK_STAGES:
+        if executed_label is not None and stage == "pod/fast/pod-ready.yaml":
+            argv.append(f"--config={_pod_ready_stage(stages, base, executed_label)}")
+        else:
+            argv.append(f"--config={stages / stage}")
     return ServerProcess(name="kwok", argv=argv, log_path=base / "kwok.log", cwd=base)
 
 
@@ -307,8 +326,12 @@ def _default_service_account(api: client.ApiClient) -> bool:
     return True
 
 
-def start_kube_cluster() -> KubeCluster:
-    """Start the whole control plane and a Ready fake node; stop all of it on failure."""
+def start_kube_cluster(executed_label: str | None = None) -> KubeCluster:
+    """Start the whole control plane and a Ready fake node; stop all of it on failure.
+
+    kwok makes every Pod Ready, except those labelled ``executed_label``: a test's
+    pod executor runs those and reports their readiness.
+    """
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         find_binary(name, hint=KUBE_HINT)
     find_binary("kwok", hint=KWOK_HINT)
@@ -339,7 +362,7 @@ def start_kube_cluster() -> KubeCluster:
         for proc in (
             _controller_manager(base, pki, kubeconfig),
             _scheduler(base, kubeconfig),
-            _kwok(base, kubeconfig),
+            _kwok(base, kubeconfig, executed_label),
         ):
             cluster.processes.append(proc.start())
         api = cluster.admin_client()

@@ -153,3 +153,30 @@ def make_pki(directory: Path) -> Pki:
     for path in (pki.server_key, pki.client_key, pki.service_account_key):
         path.chmod(0o600)
     return pki
+
+
+def make_serving_pair(directory: Path, dns_names: list[str]) -> Path:
+    """A fresh CA plus ``tls.crt``/``tls.key`` for ``dns_names`` in ``directory``; the CA's path.
+
+    The file names are controller-runtime's (its webhook server reads them from its
+    cert dir), so a Go controller's webhooks serve what a test registers the CA of,
+    as cert-manager would arrange in a cluster.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = _name("modelserve-test-webhook-ca")
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    key = _key()
+    cert = _issue(
+        _name(dns_names[0]),
+        key,
+        ca_name,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.DNSName(name) for name in dns_names],
+    )
+    (directory / "ca.crt").write_bytes(pem_cert(ca))
+    (directory / "tls.crt").write_bytes(pem_cert(cert))
+    (directory / "tls.key").write_bytes(pem_key(key))
+    (directory / "tls.key").chmod(0o600)
+    return directory / "ca.crt"

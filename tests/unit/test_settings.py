@@ -86,3 +86,14 @@ def test_readme_documents_every_setting() -> None:
         assert f"`MODELSERVE_{name.upper()}`" in readme, name
     for name in RuntimeConfig.model_fields:
         assert f"`MODELSERVE_RUNTIME_{name.upper()}`" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [("Serverless", "Serverless"), ("Standard", "Standard"), ("RawDeployment", "Standard")],
+)
+def test_kserve_deployment_mode_uses_kserve_0_16s_names(given: str, used: str) -> None:
+    # A "RawDeployment" annotation makes KServe 0.16's webhook refuse every update.
+    assert (
+        load_settings(jwt_secret=GOOD, kserve_deployment_mode=given).kserve_deployment_mode == used
+    )

@@ -1,0 +1,89 @@
+"""A control plane of its own with the real KServe controller, config/ and kserve/ applied.
+
+Not the session's cluster: there the operator's tests play KServe's part by
+writing InferenceService status, which a running KServe controller would
+overwrite. This one is started for this folder's tests and stopped after them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from support.crds import install
+from support.kserve_controller import KServeController, start_kserve
+from support.kube import KubeCluster, start_kube_cluster
+from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
+from support.services import start_or_skip
+from support.toolchain import ROOT
+
+CONFIG = ROOT / "config"
+NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
+MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
+ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
+
+
+@pytest.fixture(scope="module")
+def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
+    """etcd, the control plane, kwok and the KServe manager; all stopped at the end."""
+    # kwok leaves KServe's predictor Pods to the tests' pod executor.
+    cluster = start_or_skip(lambda: start_kube_cluster(executed_label=ISVC_LABEL))
+    try:
+        controller = start_or_skip(lambda: start_kserve(cluster))
+        yield cluster, controller
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def kube(kserve_cluster: tuple[KubeCluster, KServeController]) -> KubeCluster:
+    return kserve_cluster[0]
+
+
+@pytest.fixture(scope="module")
+def minio_credentials() -> tuple[str, str]:
+    """What the cluster admin puts into kserve/storage.yaml's empty Secret fields."""
+    return secrets.token_hex(8), secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def installed(kube: KubeCluster, minio_credentials: tuple[str, str]) -> Iterator[client.ApiClient]:
+    """config/'s CRD, namespace and RBAC, then ``kubectl apply -k kserve/`` as an admin would.
+
+    The ClusterServingRuntimes go through KServe's validating webhook here.
+    """
+    api = kube.admin_client()
+    install(api, CONFIG / "crd" / "modelserve.yaml")
+    kubectl(
+        kube.kubeconfig,
+        "apply",
+        "--server-side",
+        f"--filename={CONFIG / 'namespace.yaml'}",
+        f"--filename={CONFIG / 'operator' / 'rbac.yaml'}",
+    )
+    kubectl(kube.kubeconfig, "apply", "-k", str(ROOT / "kserve"))
+    access, secret = minio_credentials
+    client.CoreV1Api(api).patch_namespaced_secret(
+        MINIO_SECRET,
+        NAMESPACE,
+        {"stringData": {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}},
+    )
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def login_as(
+    kube: KubeCluster, installed: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> KubeconfigFor:
+    """``login_as("modelserve-operator")``: a kubeconfig for that ServiceAccount of config/."""
+    directory = tmp_path_factory.mktemp("kubeconfigs")
+
+    def make(service_account: str) -> Path:
+        return service_account_kubeconfig(kube, directory, NAMESPACE, service_account)
+
+    return make

@@ -35,6 +35,7 @@ from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.settings import load_settings
+from support import waiting
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kserve_controller import KServeController
 from support.kube import KubeCluster, ensure_namespace
@@ -56,17 +57,9 @@ STORAGE_URI = "s3://models/demo/demo.gguf"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
 
-async def eventually(
-    check: Callable[[], Any], within: float = 60, explain: Callable[[], str] = str
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {within}s: {check.__name__}\n{explain()}")
-        await asyncio.sleep(0.3)
+async def eventually(check: Callable[[], Any], within: float = 60, **how: Any) -> Any:
+    """As support.waiting.eventually, with this file's longer default wait."""
+    return await waiting.eventually(check, within, **how)
 
 
 def by_name(items: list[Any]) -> dict[str, Any]:

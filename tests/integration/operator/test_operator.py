@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,6 +31,7 @@ from support.kubectl import KubeconfigFor
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.records import new_server, wait_for_status
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -54,17 +54,6 @@ async def env(
     yield settings, make_sessionmaker(engine)
     await engine.dispose()
     await drop_postgres_database(postgres_server, url)
-
-
-async def eventually(check: Callable[[], Any], within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {within}s: {check.__name__}")
-        await asyncio.sleep(0.2)
 
 
 def modelserve_manifest(namespace: str) -> tuple[ms.ModelServeSpec, dict[str, Any]]:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,6 +32,7 @@ from support.kubectl import KubeconfigFor, kubectl
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.records import new_server, wait_for_status
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.kube]
 NAMESPACE = "modelserve"
@@ -82,17 +81,6 @@ def test_can_i_list_names_exactly_what_each_service_account_needs(
     assert functions == FUNCTIONS
     # The functions' Role is namespaced: nothing anywhere else.
     assert rbac.granted(kubeconfig_for("modelserve-functions"), "default") - baseline == set()
-
-
-async def eventually(check: Callable[[], Any], within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {within}s: {check.__name__}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.postgres

@@ -11,7 +11,6 @@ is where this test stops.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ from modelserve.shared.auth.users import create_user
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import load_settings
 from modelserve.shared.store.factory import make_store
+from support import waiting
 from support.asgi import serving
 from support.kubectl import KubeconfigFor
 from support.operator_harness import running_operator
@@ -38,15 +38,9 @@ ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 NAMESPACE = "modelserve"
 
 
-async def eventually(check: Callable[[], Any], within: float = 60) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {within}s: {check.__name__}")
-        await asyncio.sleep(0.2)
+async def eventually(check: Callable[[], Any], within: float = 60, **how: Any) -> Any:
+    """As support.waiting.eventually, with this file's longer default wait."""
+    return await waiting.eventually(check, within, **how)
 
 
 async def test_post_serve_ends_in_an_owned_inference_service_and_delete_removes_both(

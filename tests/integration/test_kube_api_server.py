@@ -152,14 +152,21 @@ def test_version_and_discovery_are_the_pinned_kubernetes(api_client: client.ApiC
     assert GROUP in groups
 
 
-def wait_for(check: Callable[[], Any], what: str, within: float = 60) -> Any:
+def wait_for(
+    check: Callable[[], Any],
+    what: str,
+    within: float = 120,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check``; on a loaded 2-core machine kwok and the scheduler can lag, so
+    the wait is generous and a failure says what the cluster showed."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.2)
-    pytest.fail(f"not reached within {within}s: {what}")
+    pytest.fail(f"not reached within {within}s: {what}" + (f"\n{explain()}" if explain else ""))
 
 
 def test_a_deployment_runs_on_the_fake_gpu_node(api_client: client.ApiClient) -> None:
@@ -195,7 +202,18 @@ def test_a_deployment_runs_on_the_fake_gpu_node(api_client: client.ApiClient) ->
         pods = core.list_namespaced_pod("smoke", label_selector=f"app={name}").items
         return pods if pods and pods[0].status.phase == "Running" else None
 
-    (pod,) = wait_for(running, "the Deployment's pod Running (controller-manager, scheduler, kwok)")
+    def seen() -> str:
+        pods = core.list_namespaced_pod("smoke", label_selector=f"app={name}").items
+        node = core.read_node(FAKE_NODE)
+        return (
+            f"pods: {[(p.status.phase, p.status.conditions) for p in pods]}\n"
+            f"node taints: {node.spec.taints}; conditions: "
+            f"{[(c.type, c.status) for c in node.status.conditions or []]}"
+        )
+
+    (pod,) = wait_for(
+        running, "the Deployment's pod Running (controller-manager, scheduler, kwok)", explain=seen
+    )
     assert pod.spec.node_name == FAKE_NODE
     ready = wait_for(
         lambda: apps.read_namespaced_deployment(name, "smoke").status.available_replicas,

@@ -292,3 +292,39 @@ async def test_the_operator_migrates_a_fresh_database_before_it_reconciles(
     finally:
         await engine.dispose()
         await drop_postgres_database(postgres_server, url)
+
+
+async def test_with_the_operator_gone_garbage_collection_removes_the_inference_service(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    """The owner reference alone is enough: the operator is uninstalled (its
+    finalizer removed by hand, as ``kubectl patch`` would), and the controller-manager's
+    garbage collector, not our delete handler, removes the InferenceService. An
+    operator installed again afterwards finishes the record."""
+    settings, sessions = env
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
+    spec, manifest = modelserve_manifest(namespace)
+    name = ms.resource_name(spec.server_uuid)
+    async with sessions.begin() as session:
+        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
+    objects = client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
+    with running_operator(settings):
+        (isvc,) = await eventually(lambda: isvcs(api, namespace))
+        await wait_for_status(sessions, spec.server_uuid, "loading", within=20)
+    assert await lifecycle.move(sessions, spec.server_uuid, ServerStatus.DELETING)
+
+    objects.delete_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name)
+    held = objects.get_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name)
+    assert held["metadata"]["finalizers"] == ["modelserve.dev/operator"]
+    await asyncio.sleep(2)  # nobody runs the delete handler: the child stays
+    assert [i["metadata"]["uid"] for i in isvcs(api, namespace)] == [isvc["metadata"]["uid"]]
+
+    objects.patch_namespaced_custom_object(
+        ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name, {"metadata": {"finalizers": None}}
+    )
+    await eventually(lambda: not isvcs(api, namespace), 60)
+    async with sessions() as session:
+        assert (await repo.get_server(session, spec.server_uuid)).status == "deleting"
+    with running_operator(settings):
+        await wait_for_status(sessions, spec.server_uuid, "deleted", within=30)

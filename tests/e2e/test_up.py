@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from modelserve.shared.net import free_port
-from support.stack import stack
+from support.stack import serve_and_wait, stack
 
 pytestmark = pytest.mark.e2e
 
@@ -34,21 +34,8 @@ def test_up_serve_chat_restart(tmp_path: Path) -> None:
     with stack(data, port) as up:
         url, token, process = up.url, up.token, up.process
         auth = {"Authorization": f"Bearer {token}"}
-        accepted = httpx.post(
-            f"{url}/serve",
-            headers=auth,
-            timeout=30,
-            json={"model": "demo", "runtime_params": {"n_ctx": 512}},
-        )
-        assert accepted.status_code == 202, accepted.text
-        server = uuid.UUID(accepted.json()["server_uuid"])
-        deadline = time.monotonic() + 120
-        while True:
-            record = httpx.get(f"{url}/servers/{server}", headers=auth, timeout=10).json()
-            if record["status"] in ("ready", "failed"):
-                break
-            assert time.monotonic() < deadline, record
-            time.sleep(0.5)
+        record = serve_and_wait(up)
+        server = uuid.UUID(record["server_uuid"])
         assert record["status"] == "ready", record["status_message"]
         assert record["gateway_url"] == f"{url}/{server}"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from modelserve.shared.net import free_port
 from support.services import unavailable
-from support.stack import stack
+from support.stack import serve_and_wait, stack
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -81,21 +80,8 @@ def test_installed_wheel_serves_the_demo_model_and_the_dashboard(
         auth = {"Authorization": f"Bearer {up.token}"}
         page = httpx.get(f"{up.url}/", timeout=10)
         assert page.status_code == 200 and '<div id="root">' in page.text, page.text[:300]
-        accepted = httpx.post(
-            f"{up.url}/serve",
-            headers=auth,
-            timeout=30,
-            json={"model": "demo", "runtime_params": {"n_ctx": 512}},
-        )
-        assert accepted.status_code == 202, accepted.text
-        server = uuid.UUID(accepted.json()["server_uuid"])
-        deadline = time.monotonic() + 180
-        while True:
-            record = httpx.get(f"{up.url}/servers/{server}", headers=auth, timeout=10).json()
-            if record["status"] in ("ready", "failed"):
-                break
-            assert time.monotonic() < deadline, record
-            time.sleep(0.5)
+        record = serve_and_wait(up, within=180)
+        server = uuid.UUID(record["server_uuid"])
         assert record["status"] == "ready", record
         answer = httpx.post(
             f"{up.url}/{server}/v1/completions",

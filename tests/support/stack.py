@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 
 @dataclass
@@ -71,3 +74,26 @@ def stack(
             os.killpg(process.pid, signal.SIGINT)
             process.wait(60)
         drain.join(10)
+
+
+def serve_and_wait(up: Up, model: str = "demo", *, within: float = 120) -> dict[str, Any]:
+    """``POST /serve`` on the stack and poll the record until it settles; returns the
+    record, ``ready`` or not (the caller asserts, so a failure shows the message)."""
+    auth = {"Authorization": f"Bearer {up.token}"}
+    accepted = httpx.post(
+        f"{up.url}/serve",
+        headers=auth,
+        timeout=30,
+        json={"model": model, "runtime_params": {"n_ctx": 512}},
+    )
+    assert accepted.status_code == 202, accepted.text
+    server = accepted.json()["server_uuid"]
+    deadline = time.monotonic() + within
+    while True:
+        record: dict[str, Any] = httpx.get(
+            f"{up.url}/servers/{server}", headers=auth, timeout=10
+        ).json()
+        if record["status"] in ("ready", "failed"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)

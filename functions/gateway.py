@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.functions.api.security import auth_failure
 from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
 from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
+from modelserve.shared import logs
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
@@ -127,6 +128,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
     app = FastAPI(title="modelserve gateway", openapi_url=None, docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(deps.guard.flush)  # the last batch of last-used times
     app.router.on_shutdown.append(deps.recorder.close)  # and of usage
+    app.add_middleware(logs.ServerContext)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

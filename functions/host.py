@@ -126,6 +126,8 @@ def current() -> StepHost:
     if _host is not None:
         return _host
     from modelserve.functions.context_factory import build_context
+    from modelserve.shared import logs
     from modelserve.shared.settings import load_settings
 
+    logs.configure()
     return start(lambda: build_context(load_settings()))

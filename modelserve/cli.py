@@ -13,7 +13,6 @@ configuration enters and is passed down.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -54,12 +53,11 @@ def up(
     """Run the whole embedded stack: API + gateway, broker, pipeline, local backend."""
     import asyncio
 
+    from modelserve.shared import logs
     from modelserve.shared.settings import SettingsError
     from modelserve.stack import StackInfo, run_stack
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
 
     def ready(info: StackInfo) -> None:
         lines = [
@@ -171,10 +169,9 @@ def runtime(values: dict[str, Any]) -> None:
     from modelserve.runtime.config import RuntimeConfigError, build_config
     from modelserve.runtime.engine import EngineError
     from modelserve.runtime.source import ModelSourceError
+    from modelserve.shared import logs
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     try:
         config = build_config(**values)
         config.chat_template_text()
@@ -204,11 +201,10 @@ def operator_command(
     import asyncio
 
     from modelserve.operator.run import operate
+    from modelserve.shared import logs
     from modelserve.shared.settings import SettingsError, load_settings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, logs
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
@@ -86,6 +86,17 @@ def _stored(reply: dict[str, Any] | None) -> Outcome:
 
 
 async def run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepContext) -> Outcome:
+    """Run ``handler`` once per event; every line it logs names the server, the
+    event and its trace."""
+    with logs.bound(
+        server_uuid=event.get("subject"),
+        event_id=event["id"],
+        trace_id=logs.trace_id(event.get(ev.TRACEPARENT_ATTRIBUTE)),
+    ):
+        return await _run_step(step, handler, event, ctx)
+
+
+async def _run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepContext) -> Outcome:
     try:
         ev.verify_event(event, ctx.verifier)
     except ev.EventError as exc:

@@ -79,6 +79,7 @@ def test_secrets_are_not_printed() -> None:
 
 def test_readme_documents_every_setting() -> None:
     from modelserve.runtime.config import RuntimeConfig
+    from modelserve.shared.logs import LogSettings
     from modelserve.shared.settings import Settings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -86,6 +87,8 @@ def test_readme_documents_every_setting() -> None:
         assert f"`MODELSERVE_{name.upper()}`" in readme, name
     for name in RuntimeConfig.model_fields:
         assert f"`MODELSERVE_RUNTIME_{name.upper()}`" in readme, name
+    for name in LogSettings.model_fields:
+        assert f"`MODELSERVE_LOG_{name.upper()}`" in readme, name
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from modelserve.shared import events as ev
+from modelserve.shared import logs
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
@@ -116,3 +118,19 @@ def test_wrong_type_and_garbage_are_400(local_pipeline: tuple[Settings, Function
     assert wrong.status_code == 400 and "mirror handles" in wrong.text
     garbage = post(functions, "modelserve-availability", None, **{"content-type": "text/plain"})
     assert garbage.status_code == 400 and "not a CloudEvent" in garbage.text
+
+
+def test_a_steps_log_lines_name_the_server_event_and_trace(
+    local_pipeline: tuple[Settings, Functions], caplog: pytest.LogCaptureFixture
+) -> None:
+    logs.install_context()
+    settings, functions = local_pipeline
+    server = record_server(settings)
+    event = requested(TokenIssuer.from_settings(settings), server)
+    with caplog.at_level(logging.INFO, logger="modelserve.functions.steps.runner"):
+        assert post(functions, "modelserve-availability", event).status_code == 200
+        assert post(functions, "modelserve-availability", event).status_code == 200
+    (again,) = [r for r in caplog.records if "handled before" in r.getMessage()]
+    assert getattr(again, "server_uuid", None) == str(server)
+    assert getattr(again, "event_id", None) == event["id"]
+    assert getattr(again, "trace_id", None) == event["traceparent"].split("-")[1]

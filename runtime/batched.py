@@ -236,6 +236,7 @@ class BatchedEngine:
             reused = match.length if match else 0
             committed = sum(len(j.prompt) + len(j.generated) for j in self._active)
             if committed + len(job.prompt) - reused + 1 > self.n_ctx and self._active:
+                self.scheduler.hold()  # free slots lend no queue places meanwhile
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
                 self._start(job, match)

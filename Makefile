@@ -64,7 +64,8 @@ test: install lint
 # Hostile tokens, input, SSRF, faults and load against the real components: one
 # table, build/reliability.json. FUZZ_S= and LOAD_S= lengthen the fuzz and load runs.
 reliability: install
-	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	$(BIN)/pytest -m reliability tests/reliability --fuzz-seconds=$${FUZZ_S:-0} \
+		--load-seconds=$${LOAD_S:-20} $(PYTEST_ARGS)
 
 up: install
 	$(BIN)/modelserve up

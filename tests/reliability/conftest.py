@@ -24,6 +24,22 @@ __all__ = ["stack", "stack_factory"]
 LEDGER = Ledger()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reliability")
+    group.addoption(
+        "--fuzz-seconds",
+        type=float,
+        default=0.0,
+        help="run the fuzz targets for this long each (default: one fixed-seed round)",
+    )
+    group.addoption(
+        "--load-seconds",
+        type=float,
+        default=20.0,
+        help="how long the load runs last",
+    )
+
+
 def _category(item: pytest.Item) -> str:
     marker = item.get_closest_marker("reliability")
     return str(marker.args[0]) if marker and marker.args else "other"

@@ -14,14 +14,12 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from cloudevents.http import CloudEvent
-from fastapi import FastAPI, Request
 from sqlalchemy import delete, func, select
 
 from modelserve.functions.steps import registry
@@ -32,29 +30,14 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import ProcessedEvent, ServerRecord, User
 from modelserve.shared.settings import Settings, load_settings
-from support.asgi import serving
 from support.pipeline import Functions, running_functions
 from support.records import new_server
 from support.reliability import Recorder
+from support.spy_upstream import spy_upstream
 from support.tokens import PIPELINE_DOOR_CASES, USER_DOOR_CASES, hostile_tokens
 
 pytestmark = pytest.mark.reliability("tokens")
 REFUSED = (401, 403)
-
-
-@asynccontextmanager
-async def spy_upstream() -> AsyncIterator[tuple[str, list[str]]]:
-    """A stand-in runtime that only counts: any request reaching it is business code."""
-    hits: list[str] = []
-    app = FastAPI()
-
-    @app.api_route("/{path:path}", methods=["GET", "POST"])
-    async def anything(path: str, request: Request) -> dict[str, Any]:
-        hits.append(f"{request.method} /{path}")
-        return {"object": "list", "data": [{"id": "demo", "object": "model"}]}
-
-    async with serving(app) as url:
-        yield url, hits
 
 
 async def server_rows(stack: Any) -> int:

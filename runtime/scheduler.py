@@ -40,6 +40,16 @@ class QueueFull(RuntimeError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(QueueFull):
+    """The server is stopping: nothing more is queued; retry (elsewhere, or once it is back)."""
+
+    RETRY_SECONDS = 5  # a restarted runtime answers again within seconds
+
+    def __init__(self, reason: str) -> None:
+        RuntimeError.__init__(self, reason)
+        self.retry_after = self.RETRY_SECONDS
+
+
 class Scheduler(Generic[T]):
     """FIFO admission to ``slots``; at most ``max_waiting`` more wait behind them."""
 
@@ -55,6 +65,7 @@ class Scheduler(Generic[T]):
         self._lock = threading.Lock()
         self._mean_seconds: float | None = None  # moving average of a request's time in a slot
         self._held = False  # the engine keeps the head waiting for KV cells
+        self._closed: str | None = None  # why nothing more is admitted (shutting down)
 
     @property
     def waiting(self) -> int:
@@ -74,6 +85,8 @@ class Scheduler(Generic[T]):
     def offer(self, item: T) -> None:
         """Queue ``item``; raise QueueFull when slots and queue are all taken."""
         with self._lock:
+            if self._closed is not None:
+                raise ShuttingDown(self._closed)
             free = 0 if self._held else max(0, self.slots - self.running)
             if self.waiting >= free + self.max_waiting:
                 lent = min(self.waiting, free)  # about to start: count them as running
@@ -92,6 +105,15 @@ class Scheduler(Generic[T]):
             if self.running >= self.slots or not self._queue:
                 return None
             return self._queue[0][0]
+
+    def close(self, reason: str) -> list[T]:
+        """Admit nothing more; returns what was waiting (their clients are told ``reason``)."""
+        with self._lock:
+            self._closed = reason
+            waiting = [item for item, _ in self._queue]
+            self._queue.clear()
+            self._changed()
+            return waiting
 
     def hold(self) -> None:
         """The engine keeps the head waiting (no KV room): free slots lend no places."""

@@ -1,4 +1,5 @@
-"""Pipeline faults: every event delivered twice, then all of them again, newest first.
+"""Pipeline faults: MinIO stopped mid-mirror, Postgres restarted under three serves, every
+event twice and then the whole chain replayed newest first.
 
 The pipeline is the integration suite's: real Postgres, real MinIO (store and
 upstream bucket), the steps behind functions-framework, the embedded broker with
@@ -11,10 +12,13 @@ partial object under a final key, an empty scratch space.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+from minio import Minio
 from sqlalchemy import func, select
 
 from integration.pipeline.conftest import pipeline_factory, tiny_gguf
@@ -22,10 +26,14 @@ from modelserve.functions.ingest import object_key
 from modelserve.shared import events as ev
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db.models import ModelRecord, ProcessedEvent, ServerRecord
+from support.catalog_server import CatalogServer
+from support.minio_server import MinioServer
+from support.postgres import PostgresServer
+from support.proxy import CuttingProxy
 from support.reliability import Recorder
 
 __all__ = ["pipeline_factory", "tiny_gguf"]
-pytestmark = [pytest.mark.reliability("faults"), pytest.mark.postgres, pytest.mark.minio]
+pytestmark = pytest.mark.reliability("faults")
 
 
 async def audit(pipe: Any) -> dict[str, Any]:
@@ -99,3 +107,104 @@ async def test_every_event_twice_then_replayed_out_of_order(
         e for e in replay.seen if e["type"] == ev.MIRROR_PROGRESS and e["id"] not in replayed
     ]
     assert downloads == [], "a replayed event started a second download"
+
+
+async def test_minio_stopped_mid_mirror_and_restarted(
+    pipeline_factory: Any, minio_server: MinioServer, tiny_gguf: bytes, reliability: Recorder
+) -> None:
+    """The download runs through a proxy that stalls after 100 kB; meanwhile MinIO (the
+    upstream bucket and the store) goes down for a few seconds. The mirror retries,
+    resumes with a Range request once MinIO is back, and stores the model once."""
+    reliability.case(
+        "pipeline: MinIO stopped mid-mirror, then restarted",
+        injected="MinIO (upstream and store) stopped 100 kB into a download, back 3 s later",
+        checked="the serve reaches pending; one object, byte-identical; no partial object",
+        outcome="survived",
+    )
+    proxy = await CuttingProxy("127.0.0.1", minio_server.port, cut_after=100_000, stall=2.0).start()
+    signer = Minio(
+        f"127.0.0.1:{proxy.port}",
+        minio_server.access_key,
+        minio_server.secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+    upstream = "catalog-outage"
+    if not minio_server.client().bucket_exists(upstream):
+        minio_server.client().make_bucket(upstream)
+    minio_server.client().put_object(upstream, "outage.gguf", io.BytesIO(tiny_gguf), len(tiny_gguf))
+    catalog = CatalogServer(
+        signer, upstream, {"outage": tiny_gguf}, url_lifetime=dt.timedelta(minutes=10)
+    ).start()
+    try:
+        pipe = await pipeline_factory(
+            catalog_backend="http",
+            catalog_url=catalog.url,
+            catalog_file_origins=[f"http://127.0.0.1:{proxy.port}"],
+        )
+        broker = pipe.broker()
+        event = await pipe.request_event("outage")
+        await broker.publish(event)
+        async with asyncio.timeout(30):
+            while not proxy.requests:  # noqa: ASYNC110 - the proxy only keeps a list
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # inside the stall, 100 kB in
+        await asyncio.to_thread(minio_server.halt)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(minio_server.resume)
+        async with asyncio.timeout(120):
+            await broker.drain()
+    finally:
+        catalog.stop()
+        await proxy.stop()
+        if not minio_server.ready():
+            await asyncio.to_thread(minio_server.resume)
+    assert not broker.dead, broker.dead
+    state = await audit(pipe)
+    assert state["servers"] == [(str(ev.subject_uuid(event)), "pending")], state
+    assert state["objects"] == [object_key("outage")] == state["model objects"]
+    assert await pipe.store.read_all(object_key("outage")) == tiny_gguf
+    assert state["scratch"] == []
+    ranged = [r for r in proxy.requests if b"range: bytes=" in r.lower()]
+    assert ranged, "the download resumed with a Range request"
+
+
+async def test_postgres_restarted_while_three_serves_run(
+    pipeline_factory: Any,
+    postgres_server: PostgresServer,
+    tiny_gguf: bytes,
+    reliability: Recorder,
+) -> None:
+    reliability.case(
+        "pipeline: Postgres restarted under three serves",
+        injected="Postgres stopped for 3 s just after three serves were published",
+        checked="all three reach pending; 3 models, 3 objects, ledger unique; no dead letter",
+        outcome="survived",
+    )
+    pipe = await pipeline_factory()
+    names = ["pg-one", "pg-two", "pg-three"]
+    for name in names:
+        pipe.upload_upstream(name, tiny_gguf)
+    broker = pipe.broker()
+    events = [await pipe.request_event(name) for name in names]
+    for event in events:
+        await broker.publish(event)
+    await asyncio.sleep(0.2)
+    async with pipe.sessions() as session:  # the fault lands mid-work, not after it
+        done = await session.scalar(
+            select(func.count()).select_from(ServerRecord).where(ServerRecord.status == "pending")
+        )
+    assert done is not None and done < 3
+    await asyncio.to_thread(postgres_server.halt)
+    try:
+        await asyncio.sleep(3)
+    finally:
+        await asyncio.to_thread(postgres_server.resume)
+    async with asyncio.timeout(120):
+        await broker.drain()
+    assert not broker.dead, [(d.trigger, d.code, d.reason[:200]) for d in broker.dead]
+    state = await audit(pipe)
+    assert sorted(s for _, s in state["servers"]) == ["pending"] * 3, state["servers"]
+    assert state["objects"] == sorted(object_key(n) for n in names) == state["model objects"]
+    assert len(state["ledger"]) == len(set(state["ledger"]))
+    assert state["scratch"] == []

@@ -44,7 +44,7 @@ __all__ = [
     "registered_webhooks",
     "webhook",
 ]
-pytestmark = [pytest.mark.reliability("tokens"), pytest.mark.kube, pytest.mark.postgres]
+pytestmark = pytest.mark.reliability("tokens")
 USERS = {"alice": Role.OPERATOR, "vic": Role.VIEWER, "dora": Role.OPERATOR, "dan": Role.OPERATOR}
 
 

@@ -14,12 +14,13 @@ DASH_SOURCES := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html
 	$(DASH)/vite.config.ts $(DASH)/tsconfig.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install dashboard lint test up bench wheel clean
+.PHONY: help install dashboard lint test reliability up bench wheel clean
 
 help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
 	@echo "make test     lint + the whole test suite (real Postgres, MinIO, Kubernetes API)"
 	@echo "make lint     ruff + mypy + import contracts"
+	@echo "make reliability  tokens, hostile input, SSRF, faults, load (table + build/reliability.json)"
 	@echo "make bench    runtime vs llama.cpp servers, gateway overhead (tables + bench/results/*.json)"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 	@echo "make wheel    dist/modelserve-*.whl, carrying the manifests and the built dashboard"
@@ -59,6 +60,12 @@ lint: install
 test: install lint
 	cd $(DASH) && $(NPM) run --silent test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Hostile tokens, input, SSRF, faults and load against the real components: one
+# table, build/reliability.json. FUZZ_S= and LOAD_S= lengthen the fuzz and load runs.
+reliability: install
+	$(BIN)/pytest -m reliability tests/reliability --fuzz-seconds=$${FUZZ_S:-0} \
+		--load-seconds=$${LOAD_S:-20} $(PYTEST_ARGS)
 
 up: install
 	$(BIN)/modelserve up

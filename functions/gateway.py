@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
 from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
+from modelserve.functions.limits import BodyLimit
 from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
 from modelserve.shared import logs
 from modelserve.shared.auth.errors import AuthError
@@ -99,6 +100,7 @@ class GatewayDeps:
     access_guard: AccessGuard | None = None  # shared with the API in the embedded stack
     auth_cache_ttl: float = 1.0
     usage: UsageRecorder | None = None  # default: one writing to ``sessions``
+    max_body_bytes: int = 1024 * 1024  # settings.max_body_bytes
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
@@ -126,6 +128,7 @@ def over_budget(exc: OverBudget) -> JSONResponse:
 
 def create_gateway(deps: GatewayDeps) -> FastAPI:
     app = FastAPI(title="modelserve gateway", openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, limit=deps.max_body_bytes)
     app.router.on_shutdown.append(deps.guard.flush)  # the last batch of last-used times
     app.router.on_shutdown.append(deps.recorder.close)  # and of usage
     app.add_middleware(logs.ServerContext)

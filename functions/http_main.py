@@ -66,5 +66,6 @@ def gateway() -> FastAPI:
             sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
             http=upstream_client(),
             auth_cache_ttl=settings.auth_cache_ttl_seconds,
+            max_body_bytes=settings.max_body_bytes,
         )
     )

@@ -159,7 +159,14 @@ async def run_stack(
         return await backend.ensure_running(server)
 
     upstream = upstream_client()  # the proxy hop's own pool, apart from the broker's
-    gateway_deps = GatewayDeps(verifier, sessions, upstream, wake, access_guard=guard)
+    gateway_deps = GatewayDeps(
+        verifier,
+        sessions,
+        upstream,
+        wake,
+        access_guard=guard,
+        max_body_bytes=settings.max_body_bytes,
+    )
     gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(
         uvicorn.Config(

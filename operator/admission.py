@@ -4,8 +4,8 @@
   ModelServe is complete;
 - validating: a ModelServe must carry a valid JWT in its auth annotation (the
   pipeline's token for this server, or a user token with at least the operator
-  role) and must keep to the resource contract for that role, judged with the
-  mirrored model's GGUF facts.
+  role, of a user who still exists and is not disabled) and must keep to the
+  resource contract for that role, judged with the mirrored model's GGUF facts.
 
 Updates that leave the spec alone (finalizers, kopf's own annotations, status)
 are let through without a token: the one the resource was created with may
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.errors import AuthError
+from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenKind, TokenVerifier
 from modelserve.shared.contract import ResourceContract, ResourceRequest, check
 from modelserve.shared.db import repo
@@ -38,6 +39,7 @@ class AdmissionDeps:
     verifier: TokenVerifier
     contract: ResourceContract
     sessions: async_sessionmaker[AsyncSession]
+    auth_cache_ttl: float = 1.0  # how stale a user's enabled state may be (settings)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -58,6 +60,8 @@ def _defaults(given: dict[str, Any], full: dict[str, Any], path: tuple[str, ...]
 
 
 def register_admission(registry: kopf.OperatorRegistry, deps: AdmissionDeps) -> None:
+    guard = AccessGuard(deps.verifier, deps.sessions, ttl=deps.auth_cache_ttl)
+
     @kopf.on.mutate(
         ms.GROUP,
         ms.VERSION,
@@ -105,8 +109,8 @@ def register_admission(registry: kopf.OperatorRegistry, deps: AdmissionDeps) -> 
             claims = deps.verifier.decode(token, [deps.verifier.audience, "modelserve-pipeline"])
             if claims.kind is TokenKind.PIPELINE:
                 claims = deps.verifier.verify_pipeline(token, spec.server_uuid)
-            else:
-                claims = deps.verifier.verify_access(token, Role.OPERATOR)
+            else:  # a user's: refused once the user is disabled or deleted
+                claims = await guard.access(token, Role.OPERATOR)
         except AuthError as exc:
             raise kopf.AdmissionError(
                 f"{ms.AUTH_ANNOTATION}: {exc.message}", code=exc.status

@@ -72,6 +72,7 @@ async def operate(
                 verifier=TokenVerifier.from_settings(settings),
                 contract=load_contract(settings.contract_file),
                 sessions=deps.sessions,
+                auth_cache_ttl=settings.auth_cache_ttl_seconds,
             ),
         )
     kubeconfig = settings.kubeconfig

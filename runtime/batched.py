@@ -62,7 +62,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class Event:
-    """What the engine tells a request: ``started``, ``text``, ``end`` or ``error``."""
+    """What the engine tells a request: ``started``, ``text``, ``end``, ``error``, or
+    ``refused`` (it was still queued when the server began to stop)."""
 
     kind: str
     text: str = ""
@@ -172,6 +173,21 @@ class BatchedEngine:
             job.cancelled = True
             self._notify()
 
+    def refuse_queued(self, reason: str) -> None:
+        """Shutting down: the queue is emptied at once (each waiting client gets a 503 with
+        ``reason``) and nothing more is admitted. Call it from the jobs' event loop."""
+        for job in self.scheduler.close(reason):
+            job.channel.queue.put_nowait(Event("refused", error=reason))
+
+    def fail_running(self, reason: str) -> None:
+        """End every running request with an error (its stream says ``reason``)."""
+
+        def fail() -> None:
+            for job in list(self._active):
+                self._fail(job, reason)
+
+        self.run_between_steps(fail)
+
     def run_between_steps(self, work: Callable[[], None]) -> None:
         """Run ``work`` on the engine thread between two decode steps."""
         with self._wake:
@@ -236,6 +252,7 @@ class BatchedEngine:
             reused = match.length if match else 0
             committed = sum(len(j.prompt) + len(j.generated) for j in self._active)
             if committed + len(job.prompt) - reused + 1 > self.n_ctx and self._active:
+                self.scheduler.hold()  # free slots lend no queue places meanwhile
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
                 self._start(job, match)

@@ -27,7 +27,7 @@ from modelserve.runtime.embedder import Embedder, EmbeddingError
 from modelserve.runtime.llama_model import LlamaModel, ModelLoadError
 from modelserve.runtime.metrics import RuntimeMetrics
 from modelserve.runtime.sampling import SamplingParams
-from modelserve.runtime.scheduler import QueueFull
+from modelserve.runtime.scheduler import QueueFull, ShuttingDown
 
 __all__ = ["BadParameter", "EngineError", "LlamaEngine", "Usage", "assemble"]
 
@@ -214,6 +214,8 @@ class LlamaEngine:
                 event = await job.channel.queue.get()
                 if event.kind == "error":
                     raise EngineError(event.error or "generation failed")
+                if event.kind == "refused":
+                    raise ShuttingDown(event.error or "the server is shutting down")
                 yield event
                 if event.kind == "end":
                     return
@@ -307,6 +309,12 @@ class LlamaEngine:
             return await asyncio.shield(result)
         finally:
             self._embeds_waiting -= 1
+
+    def refuse_queued(self, reason: str) -> None:
+        self.core.refuse_queued(reason)
+
+    def fail_running(self, reason: str) -> None:
+        self.core.fail_running(reason)
 
     def close(self) -> None:
         self.core.close()

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelserve.runtime.engine import BadParameter, EngineError, LlamaEngine, Usage
-from modelserve.runtime.scheduler import QueueFull
+from modelserve.runtime.scheduler import QueueFull, ShuttingDown
 
 PREFIXES = ("/openai/v1", "/v1")
 
@@ -141,7 +141,7 @@ def _busy(exc: QueueFull) -> JSONResponse:
         503,
         f"{exc}; retry after {exc.retry_after}s",
         kind="server_busy",
-        code="queue_full",
+        code="shutting_down" if isinstance(exc, ShuttingDown) else "queue_full",
         headers={"Retry-After": str(exc.retry_after)},
     )
 
@@ -271,9 +271,15 @@ class OpenAIRoutes:
                 for chunk in pending:
                     last = chunk
                     yield self._sse(chunk)
-                async for chunk in chunks:
-                    last = chunk
-                    yield self._sse(chunk)
+                try:
+                    async for chunk in chunks:
+                        last = chunk
+                        yield self._sse(chunk)
+                except EngineError as exc:  # ended mid-stream: say why, never just stop
+                    self.engine.metrics.requests.labels(endpoint, "error").inc()
+                    body = {"error": {"message": str(exc), "type": "server_error", "code": 503}}
+                    yield f"data: {json.dumps(body)}\n\n"
+                    return
                 if include_usage and usage and last is not None:
                     yield self._sse(
                         {

@@ -2,7 +2,16 @@
 
 The engine decodes up to ``slots`` requests together; the rest wait in order.
 When the slots and the queue are both full a new request is turned away at once
-with a hint of when to retry, rather than piling up without bound. Requests are
+with a hint of when to retry, rather than piling up without bound.
+
+The bound is slots plus queue, but a free slot lends its place only while the
+engine can fill it: when the engine holds the head back until the KV cache has
+room (``hold``), free slots lend nothing and at most ``max_waiting`` wait. A
+refusal counts requests about to take a free slot as running, so its message
+never says more are waiting than the queue holds. The retry hint comes from the
+time requests really spend in a slot, measured here: a fresh server has no
+history, so it uses the age of its oldest running request (a lower bound of
+that time) instead of a guessed constant. Requests are
 offered from the event loop and started by the engine thread, so every method
 takes one lock; the scheduler knows nothing about llama.cpp (the engine decides
 whether the head of the queue fits the KV cache before it starts it).
@@ -31,6 +40,16 @@ class QueueFull(RuntimeError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(QueueFull):
+    """The server is stopping: nothing more is queued; retry (elsewhere, or once it is back)."""
+
+    RETRY_SECONDS = 5  # a restarted runtime answers again within seconds
+
+    def __init__(self, reason: str) -> None:
+        RuntimeError.__init__(self, reason)
+        self.retry_after = self.RETRY_SECONDS
+
+
 class Scheduler(Generic[T]):
     """FIFO admission to ``slots``; at most ``max_waiting`` more wait behind them."""
 
@@ -44,7 +63,9 @@ class Scheduler(Generic[T]):
         self._started: dict[int, float] = {}
         self._on_change = on_change or (lambda running, waiting: None)
         self._lock = threading.Lock()
-        self._mean_seconds = 5.0  # moving average of a request's time in a slot
+        self._mean_seconds: float | None = None  # moving average of a request's time in a slot
+        self._held = False  # the engine keeps the head waiting for KV cells
+        self._closed: str | None = None  # why nothing more is admitted (shutting down)
 
     @property
     def waiting(self) -> int:
@@ -52,13 +73,29 @@ class Scheduler(Generic[T]):
 
     def retry_after(self) -> int:
         """Seconds until a place is likely free: the queue ahead, shared by the slots."""
-        return max(1, math.ceil((self.waiting + 1) * self._mean_seconds / self.slots))
+        with self._lock:
+            return self._retry_after(time.monotonic())
+
+    def _retry_after(self, now: float) -> int:
+        mean = self._mean_seconds
+        if mean is None:  # nothing finished yet: the oldest running request's age so far
+            mean = max((now - t for t in self._started.values()), default=0.0)
+        return max(1, math.ceil((self.waiting + 1) * mean / self.slots))
 
     def offer(self, item: T) -> None:
         """Queue ``item``; raise QueueFull when slots and queue are all taken."""
         with self._lock:
-            if self.running + self.waiting >= self.slots + self.max_waiting:
-                raise QueueFull(self.running, self.waiting, self.max_waiting, self.retry_after())
+            if self._closed is not None:
+                raise ShuttingDown(self._closed)
+            free = 0 if self._held else max(0, self.slots - self.running)
+            if self.waiting >= free + self.max_waiting:
+                lent = min(self.waiting, free)  # about to start: count them as running
+                raise QueueFull(
+                    self.running + lent,
+                    self.waiting - lent,
+                    self.max_waiting,
+                    self._retry_after(time.monotonic()),
+                )
             self._queue.append((item, time.monotonic()))
             self._changed()
 
@@ -69,6 +106,20 @@ class Scheduler(Generic[T]):
                 return None
             return self._queue[0][0]
 
+    def close(self, reason: str) -> list[T]:
+        """Admit nothing more; returns what was waiting (their clients are told ``reason``)."""
+        with self._lock:
+            self._closed = reason
+            waiting = [item for item, _ in self._queue]
+            self._queue.clear()
+            self._changed()
+            return waiting
+
+    def hold(self) -> None:
+        """The engine keeps the head waiting (no KV room): free slots lend no places."""
+        with self._lock:
+            self._held = True
+
     def start(self, item: T) -> bool:
         """``item`` (the head) takes a slot; False if it left the queue meanwhile."""
         with self._lock:
@@ -76,6 +127,7 @@ class Scheduler(Generic[T]):
                 return False
             self._queue.popleft()
             self.running += 1
+            self._held = False
             self._started[id(item)] = time.monotonic()
             self._changed()
             return True
@@ -97,8 +149,10 @@ class Scheduler(Generic[T]):
             if started is None:
                 return
             self.running -= 1
+            self._held = False
             elapsed = time.monotonic() - started
-            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
+            mean = self._mean_seconds
+            self._mean_seconds = elapsed if mean is None else 0.8 * mean + 0.2 * elapsed
             self._changed()
 
     def _changed(self) -> None:

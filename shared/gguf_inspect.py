@@ -9,6 +9,7 @@ counts gets a precise error instead of a numpy exception or a very long loop.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,10 @@ def inspect_gguf(path: Path | str) -> GGUFInfo:
             ) from None
         raise TruncatedGGUF(f"{path}: corrupt or truncated GGUF metadata ({exc})") from None
     data_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    spans = sorted((int(t.data_offset), int(t.n_bytes), t.name) for t in reader.tensors)
+    for (start, length, first), (after, _, second) in itertools.pairwise(spans):
+        if after < start + length:  # two tensors claim the same bytes: a forged table
+            raise ImplausibleGGUF(f"{path}: tensors {first} and {second} overlap at byte {after}")
     if data_end > size:
         raise TruncatedGGUF(
             f"{path}: truncated: tensor data runs to byte {data_end}, the file has {size}"

@@ -40,8 +40,9 @@ class RuntimeTunables(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     """CPU threads for generation (default: llama.cpp's choice)."""
 
-    n_gpu_layers: int = Field(default=0, ge=-1)
-    """Layers to offload to the GPU; -1 offloads all (GPU builds only)."""
+    n_gpu_layers: int = Field(default=0, ge=-1, le=10_000)
+    """Layers to offload to the GPU; -1 offloads all (GPU builds only). Bounded: llama.cpp
+    reads it as a 32-bit int, and no model has 10,000 layers."""
 
     n_batch: int = Field(default=DEFAULT_N_BATCH, ge=1, le=1 << 16)
     """Prompt-processing batch size (default: min(512, n_ctx))."""
@@ -52,7 +53,7 @@ class RuntimeTunables(BaseModel):
     prefix_cache: int | None = Field(default=None, ge=0, le=MAX_SEQUENCES)
     """Finished sequences whose KV stays resident for prefix reuse; default n_parallel, 0 off."""
 
-    chat_template: str | None = None
+    chat_template: str | None = Field(default=None, max_length=64 * 1024)
     """Jinja chat template overriding the one in the GGUF; ``@path`` reads a file."""
 
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)

@@ -163,6 +163,21 @@ class Settings(BaseSettings):
         # so a "RawDeployment" annotation would block even its own finalizer.
         return "Standard" if value == "RawDeployment" else value
 
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body the API (except uploads) and the gateway read; a bigger one
+    is 413, refused by its Content-Length before a byte is read."""
+
+    max_upload_bytes: int = Field(default=256 * 1024**3, ge=1024)
+    """Largest GGUF ``PUT /models/{name}`` takes."""
+
+    upload_reserve_bytes: int = Field(default=1024**3, ge=0)
+    """Free space an upload must leave in the scratch directory: a bigger one is 507
+    before it starts (by Content-Length) or when it gets there (streamed)."""
+
+    upload_idle_seconds: float = Field(default=60.0, gt=0)
+    """An upload that sends nothing for this long is dropped (408) and its scratch
+    file removed: a slow drip cannot hold a lease and a worker forever."""
+
     # --- pipeline ---------------------------------------------------------------
     catalog_backend: Literal["local", "s3", "http"] = "local"
     """Where missing models come from: a directory, an S3/MinIO bucket, or an HTTP catalog

@@ -13,8 +13,14 @@ from fastapi import FastAPI
 from modelserve.functions.api.dashboard import mount_dashboard
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.routes import auth, events, keys, models, servers, usage, users
+from modelserve.functions.limits import BodyLimit, Scope
 
 __all__ = ["ApiDeps", "create_app"]
+
+
+def _is_upload(scope: Scope) -> bool:
+    """``PUT /models/{name}`` streams a GGUF to disk under its own limits (upload.py)."""
+    return bool(scope["method"] == "PUT" and scope["path"].startswith("/models/"))
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -33,6 +39,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
 
+    app.add_middleware(BodyLimit, limit=deps.settings.max_body_bytes, exempt=_is_upload)
     # /auth notes keys' last use in memory: the last batch is written on the way out.
     app.router.on_shutdown.append(deps.guard.flush)
     for router in (auth, servers, models, keys, users, usage):

@@ -4,15 +4,22 @@ The body streams into scratch space (never into memory), hashed on the way;
 then the same checks as a catalog mirror run (functions/ingest.py). The model's
 lease, shared with the mirror step, keeps an upload and a download of one name
 from racing for the same object key.
+
+Hostile uploads are bounded (``UploadLimits``, from settings): a body announced
+bigger than the limit or than the free scratch space is refused before a byte is
+written; a streamed one is cut off when it gets there; one that stalls is
+dropped after ``idle_seconds``. The scratch file goes in every case.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,34 @@ from modelserve.shared.db.models import ModelRecord
 from modelserve.shared.store.base import CHUNK_SIZE, ObjectStore, StoreUnavailable
 
 LEASE_REFRESH_SECONDS = 30.0
+DISK_CHECK_BYTES = 64 * 1024 * 1024  # how often a streamed upload looks at free space
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+    reserve_bytes: int  # free space an upload must leave behind
+    idle_seconds: float
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+async def _chunks(request: Request, idle_seconds: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when none comes for ``idle_seconds`` (a slow drip)."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), idle_seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise HTTPException(
+                408, f"the upload sent nothing for {idle_seconds:g} s; nothing was kept"
+            ) from None
+        yield chunk
+
 
 # The OpenAPI description of the raw body (FastAPI cannot infer it from Request).
 UPLOAD_BODY: dict[str, Any] = {
@@ -55,14 +90,24 @@ async def _release_lease(
 
 
 async def _spool(
-    request: Request, scratch: Path, refresh: Callable[[], Awaitable[object]]
+    request: Request,
+    scratch: Path,
+    refresh: Callable[[], Awaitable[object]],
+    limits: UploadLimits,
 ) -> tuple[int, str]:  # (size, sha256)
     digest, size, buffer = hashlib.sha256(), 0, bytearray()
     last_refresh = time.monotonic()
+    next_disk_check = DISK_CHECK_BYTES
     with scratch.open("wb") as handle:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, limits.idle_seconds):
             digest.update(chunk)
             size += len(chunk)
+            if size > limits.max_bytes:
+                raise HTTPException(413, f"the upload is larger than {limits.max_bytes} bytes")
+            if size >= next_disk_check:
+                next_disk_check += DISK_CHECK_BYTES
+                if await asyncio.to_thread(_free_bytes, scratch.parent) < limits.reserve_bytes:
+                    raise HTTPException(507, "the scratch space is full; nothing was kept")
             buffer += chunk
             if len(buffer) >= CHUNK_SIZE:
                 await asyncio.to_thread(handle.write, bytes(buffer))
@@ -83,6 +128,7 @@ async def receive_model(
     work_dir: Path,
     uploader: str,
     expected_sha256: str | None,
+    limits: UploadLimits,
 ) -> ModelRecord:
     try:
         check_model_name(name)
@@ -90,6 +136,15 @@ async def receive_model(
         raise HTTPException(422, str(exc)) from None
     length = request.headers.get("content-length")
     expected_size = int(length) if length and length.isdigit() else None
+    if expected_size is not None:
+        if expected_size > limits.max_bytes:
+            raise HTTPException(413, f"the upload is larger than {limits.max_bytes} bytes")
+        await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+        free = await asyncio.to_thread(_free_bytes, work_dir)
+        if expected_size > free - limits.reserve_bytes:
+            raise HTTPException(
+                507, f"{expected_size} bytes do not fit the scratch space ({free} bytes free)"
+            )
     holder = f"upload:{uploader}/{uuid.uuid4()}"
     if not await _take_lease(sessions, name, holder):
         raise HTTPException(409, f"model {name!r} is being mirrored or uploaded right now")
@@ -104,7 +159,7 @@ async def receive_model(
         await asyncio.to_thread(scratch.parent.mkdir, parents=True, exist_ok=True)
         try:
             size, sha256 = await _spool(
-                request, scratch, lambda: _take_lease(sessions, name, holder)
+                request, scratch, lambda: _take_lease(sessions, name, holder), limits
             )
         except ClientDisconnect:
             raise HTTPException(400, "the upload was interrupted; nothing was kept") from None

@@ -56,8 +56,14 @@ class Catalog(abc.ABC):
 
 
 def origin(url: str) -> str:
-    parts = urlsplit(url)
+    """``scheme://host:port`` of ``url``; one no origin matches when it cannot be parsed
+    (a port out of range from a hostile catalog is a refusal, not a crash)."""
+    try:
+        parts = urlsplit(url)
+        explicit = parts.port
+    except ValueError:
+        return "invalid://"
     if parts.scheme == "file":
         return "file://"
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    port = explicit or {"http": 80, "https": 443}.get(parts.scheme, 0)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -151,7 +151,7 @@ class AccessGuard:
         if apikeys.looks_like_key(token):
             raise InvalidToken("API keys open server endpoints only; the API needs a token")
         claims = self.verifier.verify_access(token, required)
-        await self._refuse_disabled(claims.subject)
+        await self._refuse_disabled(claims.subject, must_exist=True)
         return claims
 
     async def for_server(self, token: str | None, server: uuid.UUID) -> Principal:
@@ -159,7 +159,9 @@ class AccessGuard:
         if token is not None and apikeys.looks_like_key(token):
             return await self._key(token, server)
         claims = self.verifier.verify_for_server(token, server)
-        user = await self._refuse_disabled(claims.subject)
+        user = await self._refuse_disabled(
+            claims.subject, must_exist=claims.kind is TokenKind.ACCESS
+        )
         budgets = _budgets(None, None, claims.subject, user.tokens_per_day if user else None)
         kind = "server" if claims.kind is TokenKind.SERVER else "access"
         return Principal(claims.subject, kind, claims.role, None, budgets)
@@ -203,8 +205,17 @@ class AccessGuard:
         budgets = _budgets(key_id, state.key_budget, state.owner, state.owner_budget)
         return Principal(state.owner, "key", state.owner_role, key_id, budgets)
 
-    async def _refuse_disabled(self, username: str) -> UserState | None:
+    async def _refuse_disabled(self, username: str, *, must_exist: bool) -> UserState | None:
+        """Refuse a disabled user; and a deleted one where the token speaks for a user.
+
+        Access tokens are only ever issued to users (login, the CLI, the stack's
+        admin), so one whose user is gone is a deleted user's and is refused from
+        the next read on, not at its expiry. Server-scoped tokens may name a
+        service (``ci-bot``) that has no user row.
+        """
         user = await self._users.get(username, self._load_user)
+        if user is None and must_exist:
+            raise InvalidToken(f"user {username!r} does not exist (any more)")
         if user is not None and user.disabled:
             raise DisabledUser(f"user {username!r} is disabled")
         return user

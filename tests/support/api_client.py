@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from modelserve.functions.api.app import ApiDeps, create_app
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.auth.users import create_user
+from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.base import ObjectStore
@@ -46,6 +49,11 @@ async def in_process_api(
 ) -> AsyncIterator[Api]:
     async def publish(event: CloudEvent) -> None:
         raise AssertionError("these tests deliver pipeline events themselves")
+
+    # The admin the token speaks for is a real user: the API refuses a deleted user's.
+    async with sessions.begin() as session:
+        if await repo.get_user(session, "root") is None:
+            await create_user(session, "root", secrets.token_urlsafe(16), Role.ADMIN)
 
     issuer = TokenIssuer.from_settings(settings)
     app = create_app(

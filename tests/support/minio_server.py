@@ -46,6 +46,17 @@ class MinioServer:
         self.process.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the process, keeping its data and port (a fault: ``resume`` brings it back)."""
+        self.process.stop()
+
+    def resume(self) -> None:
+        self.process.start()
+        self.process.wait_ready(self.ready, timeout=60)
+
+    def ready(self) -> bool:
+        return httpx.get(f"{self.url}/minio/health/ready", timeout=1).status_code == 200
+
 
 def start_minio() -> MinioServer:
     """Start MinIO on a free loopback port with a fresh data dir."""
@@ -77,9 +88,5 @@ def start_minio() -> MinioServer:
         },
     ).start()
     server = MinioServer("127.0.0.1", port, access, secret, proc, base)
-
-    def live() -> bool:
-        return httpx.get(f"{server.url}/minio/health/ready", timeout=1).status_code == 200
-
-    proc.wait_ready(live, timeout=60)
+    proc.wait_ready(server.ready, timeout=60)
     return server

@@ -44,6 +44,19 @@ class PostgresServer:
         self.process.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the server, keeping its cluster and port (a fault: ``resume`` restarts it)."""
+        self.process.stop()
+
+    def resume(self) -> None:
+        self.process.start()
+        self.process.wait_ready(self.accepting, timeout=60)
+
+    def accepting(self) -> bool:
+        # pg_isready needs no event loop: this may run inside an async fixture.
+        argv = [_pg_binary("pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        return subprocess.run([*argv, "-U", "postgres"], check=False).returncode == 0
+
 
 def _pg_binary(name: str) -> str:
     return find_binary(name, [g.format(name=name) for g in PG_GLOBS], INSTALL_HINT)
@@ -64,7 +77,6 @@ def _run_as_user() -> str | None:
 def start_postgres() -> PostgresServer:
     """initdb a fresh cluster and start it on a free loopback port."""
     initdb = _pg_binary("initdb")
-    pg_isready = _pg_binary("pg_isready")
     postgres = _pg_binary("postgres")
     user = _run_as_user()
     base = Path(tempfile.mkdtemp(prefix="modelserve-pg-"))
@@ -111,11 +123,5 @@ def start_postgres() -> PostgresServer:
         stop_signal=signal.SIGINT,  # "fast" shutdown: don't wait for clients to leave
     ).start()
     server = PostgresServer("127.0.0.1", port, "postgres", proc, base)
-
-    def accepting() -> bool:
-        # pg_isready needs no event loop: this may run inside an async fixture.
-        argv = [pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
-        return subprocess.run(argv, check=False).returncode == 0
-
-    proc.wait_ready(accepting, timeout=60)
+    proc.wait_ready(server.accepting, timeout=60)
     return server

@@ -85,10 +85,71 @@ def test_only_the_head_starts_and_finishing_twice_counts_once() -> None:
     assert scheduler.running == 0
 
 
-def test_retry_hint_grows_with_the_queue_and_shrinks_with_slots() -> None:
+def test_retry_hint_grows_with_the_queue_and_shrinks_with_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("modelserve.runtime.scheduler.time.monotonic", lambda: clock[0])
     one: Scheduler[int] = Scheduler(1, 10)
     four: Scheduler[int] = Scheduler(4, 10)
     for n in range(8):
         one.offer(n)
         four.offer(n)
+    for scheduler in (one, four):
+        while (head := scheduler.peek()) is not None:
+            scheduler.start(head)
+    clock[0] += 2.0
     assert one.retry_after() > four.retry_after() >= 1
+
+
+def test_a_refusal_never_reports_more_waiting_than_the_queue_holds() -> None:
+    """Slots freed at the end of a wave lend their places to the requests about to take
+    them; the refusal counts those as running (503 bodies once said 23 of 16 waited)."""
+    scheduler: Scheduler[Req] = Scheduler(8, 16)
+    jobs = [Req(str(n)) for n in range(24)]
+    for job in jobs:
+        scheduler.offer(job)
+    for job in jobs[:8]:
+        assert scheduler.start(job)
+    for job in jobs[:6]:  # a wave ends; the engine has not refilled the slots yet
+        scheduler.finish(job)
+    for n in range(6):
+        scheduler.offer(Req(f"late{n}"))
+    with pytest.raises(QueueFull, match="8 requests are running and 16 are waiting"):
+        scheduler.offer(d)
+
+
+def test_a_held_head_leaves_no_place_to_free_slots() -> None:
+    """While the engine holds the head back for KV room, only ``max_waiting`` wait."""
+    scheduler: Scheduler[Req] = Scheduler(4, 2)
+    scheduler.offer(a)
+    assert scheduler.start(a)
+    scheduler.hold()
+    scheduler.offer(b)
+    scheduler.offer(c)
+    with pytest.raises(QueueFull, match="1 requests are running and 2 are waiting"):
+        scheduler.offer(d)
+    assert scheduler.start(b)  # the engine found room: slots lend places again
+    scheduler.offer(d)
+
+
+def test_the_retry_hint_follows_measured_slot_times_from_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh server does not guess 5 s a request: before any request finished it uses
+    the oldest running one's age, afterwards the measured times."""
+    clock = [100.0]
+    monkeypatch.setattr("modelserve.runtime.scheduler.time.monotonic", lambda: clock[0])
+    scheduler: Scheduler[Req] = Scheduler(2, 16)
+    for job in (a, b, c, d):
+        scheduler.offer(job)
+    assert scheduler.start(a) and scheduler.start(b)
+    clock[0] += 0.2
+    assert scheduler.retry_after() == 1  # 3 x 0.2 s / 2 slots, at least a second
+    clock[0] += 0.3
+    scheduler.finish(a)
+    scheduler.finish(b)
+    assert scheduler.start(c) and scheduler.start(d)
+    for n in range(12):
+        scheduler.offer(Req(str(n)))
+    assert scheduler.retry_after() == 4  # (12 waiting + this one) x 0.5 s / 2 slots

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request
 
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.schemas import CatalogModel, Model, Models
-from modelserve.functions.api.upload import UPLOAD_BODY, receive_model
+from modelserve.functions.api.upload import UPLOAD_BODY, UploadLimits, receive_model
 from modelserve.functions.catalog.base import CatalogError
 from modelserve.shared.auth.tokens import Claims
 from modelserve.shared.db import repo
@@ -64,6 +64,11 @@ def router(deps: ApiDeps) -> APIRouter:
                 work_dir=deps.settings.resolved_work_dir,
                 uploader=claims.subject,
                 expected_sha256=content_sha256,
+                limits=UploadLimits(
+                    deps.settings.max_upload_bytes,
+                    deps.settings.upload_reserve_bytes,
+                    deps.settings.upload_idle_seconds,
+                ),
             )
         )
 

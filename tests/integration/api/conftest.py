@@ -127,6 +127,7 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
             http,
             counted_wake if wake else None,
             auth_cache_ttl=settings.auth_cache_ttl_seconds,
+            max_body_bytes=settings.max_body_bytes,
         )
         gateway_app = create_gateway(gateway_deps)
         api_cm, gateway_cm = serving(api_app), serving(gateway_app)

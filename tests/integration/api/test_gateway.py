@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import openai
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
 from support.records import new_server
 from support.runtime import RuntimeServer, start_runtime
+from support.tokens import USER_DOOR_CASES, hostile_tokens
 
 
 @pytest.fixture(scope="module")
@@ -37,70 +31,10 @@ async def ready_server(stack: Any, url: str | None, status: str = "ready") -> uu
         return await new_server(session, status=status, owner="alice", internal_url=url)
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def bad_tokens(stack: Any, server: uuid.UUID) -> dict[str, str | None]:
-    """Every way a bearer token can be wrong."""
-    secret = stack.settings.jwt_secret.get_secret_value()
-    now = dt.datetime.now(dt.UTC)
-    good = {
-        "iss": stack.settings.jwt_issuer,
-        "aud": stack.settings.jwt_audience,
-        "sub": "eve",
-        "kind": "access",
-        "role": "admin",
-        "iat": now,
-        "nbf": now,
-        "exp": now + dt.timedelta(minutes=5),
-    }
-
-    def signed(key: Any = secret, alg: str = "HS256", **change: Any) -> str:
-        return jwt.encode({**good, **change}, key, algorithm=alg)
-
-    claims = {k: int(v.timestamp()) if isinstance(v, dt.datetime) else v for k, v in good.items()}
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = rsa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = b64(json.dumps(claims).encode())
-    confused = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return {
-        "missing": None,
-        "expired": signed(exp=now - dt.timedelta(seconds=5)),
-        "not-yet-valid": signed(nbf=now + dt.timedelta(minutes=5)),
-        "bad-signature": signed(key="x" * 48),
-        "alg-none": f"{b64(json.dumps({'alg': 'none'}).encode())}.{payload}.",
-        "rs256-token": signed(key=rsa_key, alg="RS256"),
-        "hs-rs-confusion": f"{header}.{payload}.{b64(confused)}",
-        "wrong-audience": signed(aud="someone-else"),
-        "wrong-issuer": signed(iss="evil"),
-        "pipeline-token": stack.issuer.pipeline_token(server),
-        "other-server": stack.issuer.server_token(uuid.uuid4(), "eve"),
-    }
-
-
-CASES = [
-    "missing",
-    "expired",
-    "not-yet-valid",
-    "bad-signature",
-    "alg-none",
-    "rs256-token",
-    "hs-rs-confusion",
-    "wrong-audience",
-    "wrong-issuer",
-    "pipeline-token",
-    "other-server",
-]
-
-
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", USER_DOOR_CASES)
 async def test_token_matrix(stack: Any, runtime: RuntimeServer, case: str) -> None:
     server = await ready_server(stack, runtime.url)
-    token = bad_tokens(stack, server)[case]
+    token = hostile_tokens(stack.settings, stack.issuer, server)[case]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     api = await stack.http.get(f"{stack.api}/servers", headers=headers)
     gateway = await stack.http.get(f"{stack.gateway}/{server}/v1/models", headers=headers)

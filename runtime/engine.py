@@ -152,9 +152,10 @@ class LlamaEngine:
             max_tokens = request.completion_limit
         else:
             assert isinstance(request, CompletionRequest)
-            prompts = [self._completion_prompt(p) for p in request.prompts()]
-            if request.echo:
-                echoes = [self.model.detokenize(p) for p in prompts]
+            texts = request.prompts()
+            prompts = [self._completion_prompt(p) for p in texts]
+            if request.echo:  # the prompt as sent; token ids as their text
+                echoes = [p if isinstance(p, str) else self.model.detokenize(p) for p in texts]
             top = request.logprobs
             max_tokens = request.max_tokens
         if gbnf is not None:

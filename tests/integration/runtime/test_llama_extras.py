@@ -59,7 +59,9 @@ def test_tokenize_and_detokenize(runtime: RuntimeServer) -> None:
     back = httpx.post(
         f"{runtime.url}/detokenize", json={"tokens": tokens["tokens"]}, timeout=10
     ).json()
-    assert back["content"].strip() == "hello"
+    # The synthetic vocabulary has no "\u2581" piece, so SentencePiece's word-start
+    # marker comes back as its own bytes rather than as a space.
+    assert back["content"].replace("\u2581", " ").strip() == "hello"
     special = httpx.post(
         f"{runtime.openai_base}/tokenize",
         json={"content": "hello", "add_special": True},

@@ -110,6 +110,7 @@ class Job:
     head: Job | None = None  # the group's first job (None: this one)
     waiting_on: Job | None = None  # a follower whose prompt is not copied yet
     open_members: int = 0
+    shared: int = 0  # cells of the prompt a follower shares with its leader
     pending: list[TokenLogprob] = field(default_factory=list)
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False
@@ -264,14 +265,14 @@ class BatchedEngine:
                 continue
             match = self._cache.best(job.prompt)
             reused = match.length if match else 0
-            committed = sum(len(j.prompt) + len(j.generated) for j in self._active)
+            committed = sum(len(j.prompt) - j.shared + len(j.generated) for j in self._active)
             wanted = len(job.prompt) - reused + 1 + len(job.followers)
             if committed + wanted > self.n_ctx and self._active:
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
                 self._start(job, match)
                 for follower in job.followers:
-                    follower.waiting_on = job
+                    follower.waiting_on, follower.shared = job, len(job.prompt)
                     self._start(follower, None)
 
     def _start(self, job: Job, match: Match | None) -> None:
@@ -302,7 +303,9 @@ class BatchedEngine:
         return sequence
 
     def _free_cells(self) -> int:
-        return self.n_ctx - sum(j.n_past for j in self._active) - self._cache.cells
+        """Cells not held; a follower's copied prompt shares its leader's cells."""
+        held = sum(max(j.n_past - j.shared, 0) for j in self._active)
+        return self.n_ctx - held - self._cache.cells
 
     def _make_room(self, generating: int, prefill_wanted: int) -> None:
         """Evict kept sequences, then end the longest request, until the step can progress."""

@@ -92,3 +92,21 @@ def test_retry_hint_grows_with_the_queue_and_shrinks_with_slots() -> None:
         one.offer(n)
         four.offer(n)
     assert one.retry_after() > four.retry_after() >= 1
+
+
+def test_a_request_for_several_choices_takes_as_many_slots() -> None:
+    scheduler: Scheduler[Req] = Scheduler(4, 5)
+    scheduler.offer(a)
+    scheduler.offer(b, cost=3)
+    assert scheduler.start(a)
+    assert scheduler.peek() is b and scheduler.start(b)
+    assert scheduler.running == 4
+    scheduler.offer(c, cost=2)
+    assert scheduler.peek() is None  # all four slots are busy
+    scheduler.finish(a)
+    assert scheduler.peek() is None  # one free slot is not enough for two choices
+    scheduler.finish(b)
+    assert scheduler.peek() is c and scheduler.start(c)
+    assert scheduler.running == 2
+    with pytest.raises(ValueError):
+        scheduler.offer(d, cost=5)

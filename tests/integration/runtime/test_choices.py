@@ -151,3 +151,13 @@ def test_up_to_four_stop_sequences(runtime: RuntimeServer) -> None:
     cut, reason = complete(stops)
     assert cut == full[: full.index(full[20:22])]
     assert reason == "stop"
+
+
+def test_choices_of_a_long_prompt_fit_the_cache_once(runtime: RuntimeServer) -> None:
+    """Three copies of an 800-token prompt would overflow 2048 cells; one shared copy fits."""
+    reply = client(runtime).completions.create(
+        model="demo", prompt="word " * 160, n=3, max_tokens=10, logit_bias=NO_EOS
+    )
+    assert reply.usage is not None and reply.usage.prompt_tokens > 700
+    assert [c.finish_reason for c in reply.choices] == ["length"] * 3
+    assert reply.usage.completion_tokens == 30

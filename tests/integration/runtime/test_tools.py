@@ -239,3 +239,18 @@ def test_the_template_renders_tools_and_tool_results(served: RuntimeServer) -> N
     assert prompt_tokens(messages=history[:-1]) > prompt_tokens(messages=ASK) + len("get_weather")
     before_result = prompt_tokens(messages=history[:-1], tools=TOOLS)
     assert prompt_tokens(messages=history, tools=TOOLS) > before_result + len(result)
+
+
+def test_a_template_without_tools_hears_of_them_in_a_system_message(
+    runtime: RuntimeServer,
+) -> None:
+    """The generic template has no place for tools: they are described, Hermes-style."""
+    plain = client(runtime).chat.completions.create(model="demo", messages=ASK, max_tokens=1)
+    reply = client(runtime).chat.completions.create(
+        model="demo", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=1500, seed=3
+    )
+    assert plain.usage is not None and reply.usage is not None
+    assert reply.usage.prompt_tokens > plain.usage.prompt_tokens + len(json.dumps(WEATHER))
+    assert reply.choices[0].finish_reason == "tool_calls"
+    for call in reply.choices[0].message.tool_calls or []:
+        _check_call(call, set(SCHEMAS))

@@ -167,7 +167,7 @@ class LlamaEngine:
         base_seed = request.seed if request.seed is not None else self.default_seed
         leaders: list[Job] = []
         for number, prompt in enumerate(prompts):
-            self._check_length(prompt)
+            self._check_length(prompt, "messages" if kind == "chat" else "prompt")
             group = [
                 Job(
                     prompt=prompt,
@@ -229,15 +229,15 @@ class LlamaEngine:
             )
         return np.asarray(prompt, dtype=np.int32)
 
-    def _check_length(self, prompt: Tokens) -> None:
+    def _check_length(self, prompt: Tokens, param: str) -> None:
         if len(prompt) == 0:
-            raise BadParameter("the prompt is empty", "prompt")
+            raise BadParameter("the prompt is empty", param)
         n_ctx = self.core.n_ctx
         if len(prompt) >= n_ctx:
             raise BadParameter(
                 f"the prompt is {len(prompt)} tokens; this server's context window holds "
                 f"{n_ctx} tokens (prompt and completion together)",
-                "prompt",
+                param,
             )
 
     async def _events(self, prepared: _Prepared) -> AsyncGenerator[Event, None]:

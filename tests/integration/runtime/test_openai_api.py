@@ -165,6 +165,13 @@ def test_embeddings_as_base64_are_the_same_floats(runtime: RuntimeServer) -> Non
         ),
         (
             "chat/completions",
+            {"model": "demo", "messages": [{"role": "user", "content": "x " * 3000}]},
+            400,
+            "messages",
+            "context",
+        ),
+        (
+            "chat/completions",
             {"model": "demo", "messages": [{"role": "wizard", "content": "x"}]},
             400,
             "messages",

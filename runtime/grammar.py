@@ -73,18 +73,20 @@ class Grammar:
         self._all = np.zeros(self.n_vocab, dtype=TOKEN_DATA)
         self._one = np.zeros(1, dtype=TOKEN_DATA)
         pointer = ctypes.POINTER(lib.llama_token_data)
+        self._all_data = self._all.ctypes.data_as(pointer)  # made once: a few us each
+        self._one_data = self._one.ctypes.data_as(pointer)
         self._all_array: Any = lib.llama_token_data_array(
-            data=self._all.ctypes.data_as(pointer), size=self.n_vocab, selected=-1, sorted=False
+            data=self._all_data, size=self.n_vocab, selected=-1, sorted=False
         )
         self._one_array: Any = lib.llama_token_data_array(
-            data=self._one.ctypes.data_as(pointer), size=1, selected=-1, sorted=False
+            data=self._one_data, size=1, selected=-1, sorted=False
         )
 
     def allows(self, token: int) -> bool:
         """Whether the grammar, in its current state, accepts ``token`` next."""
         self._one[0] = (token, 0.0, 0.0)
-        self._one_array.data = self._one.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
-        self._one_array.size, self._one_array.selected = 1, -1
+        array = self._one_array
+        array.data, array.size, array.selected = self._one_data, 1, -1
         self._lib.llama_sampler_apply(self._sampler, ctypes.byref(self._one_array))
         return bool(np.isfinite(self._one[0]["logit"]))
 
@@ -105,8 +107,8 @@ class Grammar:
         self._all["logit"] = logits
         self._all["p"] = 0.0
         array = self._all_array
-        array.data = self._all.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
-        array.size, array.selected, array.sorted = self.n_vocab, -1, False
+        array.data, array.size = self._all_data, self.n_vocab  # samplers may move them
+        array.selected, array.sorted = -1, False
         if constrained:
             lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
         lib.llama_sampler_apply(chain, ctypes.byref(array))

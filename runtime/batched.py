@@ -10,6 +10,11 @@ Each step the engine thread (the only one that touches the generation context):
 4. calls ``llama_decode`` once and samples each request's own row with its own
    sampler chain; text, ends and usage go back to the event loop in one call.
 
+A request for ``n`` choices is one group: its first job prefills the prompt
+once, and at the step its last prompt token is decoded the other jobs get a
+copy of that sequence's KV (``llama_memory_seq_cp``, which in the unified
+cache shares the cells) and sample their first token from the same logits.
+
 A request that ends (end of generation, stop string, ``max_tokens``, context
 length, client gone) frees its slot at once; its sequence stays in the KV cache
 for prefix reuse while there is room. When the cache is full, kept sequences
@@ -32,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from modelserve.runtime.batch import TokenBatch, Tokens
+from modelserve.runtime.grammar import Grammar
 from modelserve.runtime.llama_model import LlamaModel
+from modelserve.runtime.logprobs import TokenLogprob, from_logits
 from modelserve.runtime.metrics import RuntimeMetrics
 from modelserve.runtime.prefix_cache import Match, PrefixCache
 from modelserve.runtime.sampling import SamplerChain, SamplingParams
@@ -70,6 +77,10 @@ class Event:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    index: int = 0
+    """Which choice of the request the event belongs to."""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens behind ``text``, when the request asked for log-probabilities."""
 
 
 class Channel:
@@ -82,13 +93,26 @@ class Channel:
 
 @dataclass(eq=False)
 class Job:
-    """One generation request, from the queue to its end."""
+    """One choice of a generation request, from the queue to its end.
+
+    The first choice of a group is the one queued; ``followers`` (the other
+    choices of the same prompt) start with it and share its prefilled prompt.
+    """
 
     prompt: Tokens
     sampling: SamplingParams
     stops: list[str]
     max_tokens: int | None
     channel: Channel
+    index: int = 0
+    gbnf: str | None = None
+    logprobs: int | None = None  # None: not asked; else how many alternatives
+    followers: list[Job] = field(default_factory=list)
+    head: Job | None = None  # the group's first job (None: this one)
+    waiting_on: Job | None = None  # a follower whose prompt is not copied yet
+    open_members: int = 0
+    shared: int = 0  # cells of the prompt a follower shares with its leader
+    pending: list[TokenLogprob] = field(default_factory=list)
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     sequence: int = -1
@@ -157,20 +181,27 @@ class BatchedEngine:
     # -- called from the event loop --------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` (raises QueueFull when slots and queue are taken)."""
-        self.scheduler.offer(job)
+        """Queue ``job`` and its followers (QueueFull when slots and queue are taken)."""
+        for follower in job.followers:
+            follower.head = job
+        job.open_members = 1 + len(job.followers)
+        self.scheduler.offer(job, cost=job.open_members)
         self._notify()
 
     def cancel(self, job: Job) -> None:
-        """Stop ``job``: a queued one leaves the queue, a running one ends at the next step.
+        """Stop ``job``'s group: queued, it leaves the queue; running, it ends next step.
 
-        Either way its channel gets an ``end`` event (finish reason None), so a
-        reader waiting on it is released. Call it from the job's event loop.
+        Either way each member's channel gets an ``end`` event (finish reason
+        None), so a reader waiting on it is released. Call it from the job's
+        event loop.
         """
+        members = [job, *job.followers]
         if self.scheduler.withdraw(job):
-            job.channel.queue.put_nowait(Event("end"))
-        elif not job.cancelled:
-            job.cancelled = True
+            for member in members:
+                member.channel.queue.put_nowait(Event("end", index=member.index))
+        elif not all(m.cancelled for m in members):
+            for member in members:
+                member.cancelled = True
             self._notify()
 
     def refuse_queued(self, reason: str) -> None:
@@ -250,12 +281,16 @@ class BatchedEngine:
                 continue
             match = self._cache.best(job.prompt)
             reused = match.length if match else 0
-            committed = sum(len(j.prompt) + len(j.generated) for j in self._active)
-            if committed + len(job.prompt) - reused + 1 > self.n_ctx and self._active:
+            committed = sum(len(j.prompt) - j.shared + len(j.generated) for j in self._active)
+            wanted = len(job.prompt) - reused + 1 + len(job.followers)
+            if committed + wanted > self.n_ctx and self._active:
                 self.scheduler.hold()  # free slots lend no queue places meanwhile
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
                 self._start(job, match)
+                for follower in job.followers:
+                    follower.waiting_on, follower.shared = job, len(job.prompt)
+                    self._start(follower, None)
 
     def _start(self, job: Job, match: Match | None) -> None:
         reused = 0
@@ -269,12 +304,14 @@ class BatchedEngine:
         else:
             sequence = self._free_sequences.pop() if self._free_sequences else self._evict()
         job.sequence, job.n_past, job.cached = sequence, reused, reused
-        job.chain = SamplerChain(job.sampling, self.model.n_vocab)
+        grammar = Grammar(self.model, job.gbnf) if job.gbnf is not None else None
+        job.chain = SamplerChain(job.sampling, self.model.n_vocab, grammar)
         job.text = TextStream(job.stops)
         self._active.append(job)
-        self.metrics.prompt_tokens.inc(len(job.prompt))
-        self.metrics.prompt_tokens_cached.inc(reused)
-        self._send(job, Event("started"))
+        if job.waiting_on is None:
+            self.metrics.prompt_tokens.inc(len(job.prompt))
+            self.metrics.prompt_tokens_cached.inc(reused)
+        self._send(job, Event("started", index=job.index))
 
     def _evict(self) -> int:
         """Free the least recently used kept sequence; returns its id."""
@@ -283,7 +320,9 @@ class BatchedEngine:
         return sequence
 
     def _free_cells(self) -> int:
-        return self.n_ctx - sum(j.n_past for j in self._active) - self._cache.cells
+        """Cells not held; a follower's copied prompt shares its leader's cells."""
+        held = sum(max(j.n_past - j.shared, 0) for j in self._active)
+        return self.n_ctx - held - self._cache.cells
 
     def _make_room(self, generating: int, prefill_wanted: int) -> None:
         """Evict kept sequences, then end the longest request, until the step can progress."""
@@ -299,14 +338,17 @@ class BatchedEngine:
         log.info("KV cache full: ending the request holding %d cells", longest.n_past)
         self._finish(longest, "length")
 
+    def _live(self) -> tuple[list[Job], list[Job]]:
+        """The generating and the prefilling jobs (followers not yet copied are neither)."""
+        live = [j for j in self._active if j.waiting_on is None]
+        return [j for j in live if not j.prefilling], [j for j in live if j.prefilling]
+
     def _step(self) -> None:
-        generating = [j for j in self._active if not j.prefilling]
-        prefilling = [j for j in self._active if j.prefilling]
+        generating, prefilling = self._live()
         room = self.n_batch - len(generating)
         wanted = min(room, sum(len(j.prompt) - j.n_past for j in prefilling))
         self._make_room(len(generating), wanted)
-        generating = [j for j in self._active if not j.prefilling]
-        prefilling = [j for j in self._active if j.prefilling]
+        generating, prefilling = self._live()
         budget = min(self.n_batch - len(generating), self._free_cells() - len(generating))
         batch = self._batch
         batch.clear()
@@ -335,12 +377,27 @@ class BatchedEngine:
         if not self._decode(in_batch):
             return
         now = time.monotonic()
+        sampled: list[tuple[Job, int, int]] = []
         for job in in_batch:
             job.n_past += job.chunk
             if job.row >= 0:
                 assert job.chain is not None
-                self._accept(job, job.chain.sample(self.ctx, job.row), now)
+                sampled.append((job, job.chain.sample(self.ctx, job.row), job.row))
+                for follower in job.followers:
+                    if follower.waiting_on is job and follower in self._active:
+                        sampled.append((follower, self._branch(job, follower), job.row))
+        for job, token, row in sampled:
+            if job in self._active:
+                self._accept(job, token, row, now)
         self._observe_kv()
+
+    def _branch(self, leader: Job, follower: Job) -> int:
+        """Give ``follower`` the leader's prefilled prompt; its first token, from the same row."""
+        self._lib.llama_memory_seq_cp(self._memory, leader.sequence, follower.sequence, -1, -1)
+        follower.waiting_on = None
+        follower.n_past, follower.cached = leader.n_past, leader.cached
+        assert follower.chain is not None
+        return follower.chain.sample(self.ctx, leader.row)
 
     def _decode(self, in_batch: list[Job]) -> bool:
         """One llama_decode; every return code leaves the books consistent with the cache."""
@@ -367,7 +424,7 @@ class BatchedEngine:
             self._fail(job, f"llama_decode failed with code {code}")
         return False
 
-    def _accept(self, job: Job, token: int, now: float) -> None:
+    def _accept(self, job: Job, token: int, row: int, now: float) -> None:
         """A sampled token: metrics, text, and whether the request ends here."""
         metrics = self.metrics
         metrics.generated_tokens.inc()
@@ -381,9 +438,13 @@ class BatchedEngine:
         if self.model.ends_generation(token):
             self._finish(job, "stop")
             return
+        if job.logprobs is not None:
+            logits = self._lib.llama_get_logits_ith(self.ctx, row)
+            row_logits = np.ctypeslib.as_array(logits, shape=(self.model.n_vocab,))
+            job.pending.append(from_logits(row_logits, token, job.logprobs))
         text = job.text.push(self.model.piece(token))
         if text:
-            self._send(job, Event("text", text=text))
+            self._send_text(job, text)
         if job.text.stopped:
             self._finish(job, "stop")
         elif self._out_of_room(job):
@@ -396,21 +457,27 @@ class BatchedEngine:
         return job.n_past >= self.n_ctx
 
     def _finish(self, job: Job, reason: str | None) -> None:
+        if job not in self._active:  # a follower already ended with its leader
+            return
         assert job.text is not None
         tail = job.text.finish()
-        if tail:
-            self._send(job, Event("text", text=tail))
+        if tail or job.pending:
+            self._send_text(job, tail)
         ended_on_eog = bool(job.generated) and self.model.ends_generation(job.generated[-1])
         usage = Usage(
             prompt_tokens=len(job.prompt),
             completion_tokens=len(job.generated) - (1 if ended_on_eog else 0),
             cached_tokens=job.cached,
         )
-        self._send(job, Event("end", finish_reason=reason, usage=usage))
+        self._send(job, Event("end", finish_reason=reason, usage=usage, index=job.index))
         self._release(job)
 
+    def _send_text(self, job: Job, text: str) -> None:
+        pending, job.pending = tuple(job.pending), []
+        self._send(job, Event("text", text=text, index=job.index, logprobs=pending))
+
     def _fail(self, job: Job, message: str) -> None:
-        self._send(job, Event("error", error=message))
+        self._send(job, Event("error", error=message, index=job.index))
         self._release(job, keep=False)
 
     def _release(self, job: Job, *, keep: bool = True) -> None:
@@ -418,6 +485,9 @@ class BatchedEngine:
         if job not in self._active:
             return
         self._active.remove(job)
+        for follower in job.followers:  # never copied: nothing to continue from
+            if follower.waiting_on is job and follower in self._active:
+                self._finish(follower, None if job.cancelled else "length")
         if job.chain is not None:
             job.chain.close()
         tokens = job.kv_tokens()
@@ -428,7 +498,10 @@ class BatchedEngine:
         else:
             self._lib.llama_memory_seq_rm(self._memory, job.sequence, -1, -1)
             self._free_sequences.append(job.sequence)
-        self.scheduler.finish(job)
+        head = job.head or job
+        head.open_members -= 1
+        if head.open_members <= 0:
+            self.scheduler.finish(head)
         self._observe_kv()
 
     def _reset_cache(self) -> None:

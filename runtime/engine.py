@@ -1,12 +1,13 @@
-"""The async face of the batched engine: OpenAI-shaped chunks, queueing, cancellation.
+"""The async face of the batched engine: jobs from requests, queueing, cancellation.
 
 Requests are tokenized here, on the event loop (the vocabulary is read-only),
-so a prompt that can never fit the context is refused with a 400 before it
-queues, and a full queue is refused with a 503 at once. The engine thread
-(``batched.py``) does all the llama.cpp work; this side turns its events into
-llama-cpp-python's chunk shapes (which clients and ``assemble`` already know),
-and tells the engine when a client goes away, so its sequence is freed at the
-next step.
+so a prompt that can never fit the context, a grammar llama.cpp refuses or a
+schema that cannot become one is refused with a 400 before it queues, and a
+full queue is refused with a 503 at once. Each choice of each prompt becomes a
+job; the choices of one prompt form a group that shares its prefill. The
+engine thread (``batched.py``) does all the llama.cpp work; ``responses.py``
+turns its events into OpenAI's shapes, and the engine is told when a client
+goes away, so its sequences are freed at the next step.
 """
 
 from __future__ import annotations
@@ -14,22 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from modelserve.runtime.batch import Tokens
 from modelserve.runtime.batched import BatchedEngine, Channel, Event, Job, Usage
 from modelserve.runtime.chat import ChatTemplate
 from modelserve.runtime.config import RuntimeConfig
 from modelserve.runtime.embedder import Embedder, EmbeddingError
+from modelserve.runtime.grammar import Grammar, GrammarError, json_object_grammar, schema_grammar
 from modelserve.runtime.llama_model import LlamaModel, ModelLoadError
 from modelserve.runtime.metrics import RuntimeMetrics
-from modelserve.runtime.sampling import SamplingParams
+from modelserve.runtime.requests import ChatRequest, CompletionRequest, GenerationRequest
+from modelserve.runtime.responses import Responder
 from modelserve.runtime.scheduler import QueueFull, ShuttingDown
+from modelserve.runtime.tools import ToolCallStream
 
-__all__ = ["BadParameter", "EngineError", "LlamaEngine", "Usage", "assemble"]
+__all__ = ["BadParameter", "EngineError", "LlamaEngine", "Usage"]
 
 log = logging.getLogger(__name__)
 Disconnected = Callable[[], Awaitable[bool]]
@@ -41,67 +47,21 @@ class EngineError(RuntimeError):
 
 
 class BadParameter(ValueError):
-    """A request parameter llama.cpp cannot honour (answered with 400)."""
+    """A request parameter llama.cpp cannot honour (answered with 400 naming ``param``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
-def assemble(kind: str, chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-    """A whole OpenAI response out of streamed chunks; also its finish reason."""
-    first = chunks[0] if chunks else {}
-    texts: list[str] = []
-    finish: str | None = None
-    for chunk in chunks:
-        for part in chunk.get("choices") or []:
-            piece = part.get("delta", {}).get("content") if kind == "chat" else part.get("text")
-            texts.append(piece or "")
-            finish = part.get("finish_reason") or finish
-    text = "".join(texts)
-    choice: dict[str, Any]
-    if kind == "chat":
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": None,
-            "finish_reason": finish,
-        }
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        obj = "text_completion"
-    response = {
-        "id": first.get("id"),
-        "object": obj,
-        "created": first.get("created", int(time.time())),
-        "choices": [choice],
-    }
-    return response, finish
+@dataclass
+class _Prepared:
+    leaders: list[Job]
+    responder: Responder
 
-
-class _Chunks:
-    """llama-cpp-python's streamed chunk shapes for one request."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4()}"
-        self.created = int(time.time())
-
-    def _chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "choices": [choice]}
-
-    def role(self) -> dict[str, Any]:
-        return self._chunk(
-            {"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}
-        )
-
-    def text(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
-        if self.kind == "chat":
-            delta = {"content": text} if text else {}
-            return self._chunk(
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            )
-        return self._chunk(
-            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        )
+    @property
+    def total(self) -> int:
+        return sum(1 + len(j.followers) for j in self.leaders)
 
 
 class LlamaEngine:
@@ -164,124 +124,186 @@ class LlamaEngine:
     def scheduler(self) -> Any:
         return self.core.scheduler
 
-    def _job(self, kind: str, params: dict[str, Any]) -> Job:
+    def _prepare(self, kind: str, request: GenerationRequest) -> _Prepared:
         """Tokenize and check a request; BadParameter for what can never be served."""
-        stops = params.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else list(stops)
-        if kind == "chat":
-            rendered = self.template.render(params["messages"])
-            prompt = self.model.tokenize(rendered.prompt, add_bos=False, special=True)
-            stops += rendered.stops
+        if request.n > self.core.slots:
+            raise BadParameter(
+                f"n: this server decodes at most {self.core.slots} choices together", "n"
+            )
+        bad = [t for t in (request.logit_bias or {}) if not 0 <= int(t) < self.model.n_vocab]
+        if bad:
+            raise BadParameter(
+                f"logit_bias: token ids {bad} are outside 0..{self.model.n_vocab - 1}", "logit_bias"
+            )
+        stops = request.stops
+        gbnf = request.grammar
+        echoes: list[str] = []
+        top: int | None
+        if isinstance(request, ChatRequest):
+            tools = [t.model_dump(exclude_none=True) for t in request.tools or []]
+            rendered = self.template.render(
+                [m.for_template() for m in request.messages],
+                tools if request.calls_tools else None,
+            )
+            prompts = [self.model.tokenize(rendered.prompt, add_bos=False, special=True)]
+            stops = stops + rendered.stops
+            gbnf = gbnf or self._chat_grammar(request, [t["function"] for t in tools])
+            top = (request.top_logprobs or 0) if request.logprobs else None
+            max_tokens = request.completion_limit
         else:
-            prompt = self.model.tokenize(params["prompt"], add_bos=True, special=True)
+            assert isinstance(request, CompletionRequest)
+            texts = request.prompts()
+            prompts = [self._completion_prompt(p) for p in texts]
+            if request.echo:  # the prompt as sent; token ids as their text
+                echoes = [p if isinstance(p, str) else self.model.detokenize(p) for p in texts]
+            top = request.logprobs
+            max_tokens = request.max_tokens
+        if gbnf is not None:
+            try:
+                Grammar(self.model, gbnf).close()
+            except GrammarError as exc:
+                raise BadParameter(f"grammar: {exc}", "grammar") from exc
+        channel = Channel(asyncio.get_running_loop())
+        base_seed = request.seed if request.seed is not None else self.default_seed
+        leaders: list[Job] = []
+        for number, prompt in enumerate(prompts):
+            self._check_length(prompt, "messages" if kind == "chat" else "prompt")
+            group = [
+                Job(
+                    prompt=prompt,
+                    sampling=request.sampling(None if base_seed is None else base_seed + choice),
+                    stops=stops,
+                    max_tokens=max_tokens,
+                    channel=channel,
+                    index=number * request.n + choice,
+                    gbnf=gbnf,
+                    logprobs=top,
+                )
+                for choice in range(request.n)
+            ]
+            group[0].followers = group[1:]
+            leaders.append(group[0])
+        choices = len(prompts) * request.n
+        streams = None
+        if isinstance(request, ChatRequest) and request.calls_tools:
+            names = frozenset(t.function.name for t in request.tools or [])
+            streams = [ToolCallStream(self.template.syntax, names) for _ in range(choices)]
+        responder = Responder(
+            kind,
+            self.model.piece,
+            choices=choices,
+            per_prompt=request.n,
+            logprobs=top is not None,
+            tools=streams,
+            echoes=[e for e in echoes for _ in range(request.n)] if echoes else None,
+        )
+        return _Prepared(leaders, responder)
+
+    def _chat_grammar(self, request: ChatRequest, functions: list[dict[str, Any]]) -> str | None:
+        forced = request.forced_tool if request.calls_tools else None
+        if forced is not None:
+            chosen = [f for f in functions if forced is True or f["name"] == forced]
+            try:
+                return self.template.syntax.grammar(
+                    chosen, request.parallel_tool_calls and forced is True
+                )
+            except GrammarError as exc:
+                raise BadParameter(f"tools: {exc}", "tools") from exc
+        response_format = request.response_format
+        if response_format is None or response_format.type == "text":
+            return None
+        if response_format.type == "json_object":
+            return json_object_grammar()
+        assert response_format.json_schema is not None
+        try:
+            return schema_grammar(response_format.json_schema.schema_)
+        except GrammarError as exc:
+            raise BadParameter(f"response_format: {exc}", "response_format") from exc
+
+    def _completion_prompt(self, prompt: str | list[int]) -> Tokens:
+        if isinstance(prompt, str):
+            return self.model.tokenize(prompt, add_bos=True, special=True)
+        if any(not 0 <= t < self.model.n_vocab for t in prompt):
+            raise BadParameter(
+                f"prompt: token ids must lie in 0..{self.model.n_vocab - 1}", "prompt"
+            )
+        return np.asarray(prompt, dtype=np.int32)
+
+    def _check_length(self, prompt: Tokens, param: str) -> None:
         if len(prompt) == 0:
-            raise BadParameter("the prompt is empty")
+            raise BadParameter("the prompt is empty", param)
         n_ctx = self.core.n_ctx
         if len(prompt) >= n_ctx:
             raise BadParameter(
                 f"the prompt is {len(prompt)} tokens; this server's context window holds "
-                f"{n_ctx} tokens (prompt and completion together)"
+                f"{n_ctx} tokens (prompt and completion together)",
+                param,
             )
-        bias = {int(t): float(b) for t, b in (params.get("logit_bias") or {}).items()}
-        bad = [t for t in bias if not 0 <= t < self.model.n_vocab]
-        if bad:
-            raise BadParameter(
-                f"logit_bias: token ids {bad} are outside 0..{self.model.n_vocab - 1}"
-            )
-        seed = params.get("seed", self.default_seed)
-        sampling = SamplingParams(
-            temperature=float(params.get("temperature", 1.0)),
-            top_p=float(params.get("top_p", 1.0)),
-            presence_penalty=float(params.get("presence_penalty", 0.0)),
-            frequency_penalty=float(params.get("frequency_penalty", 0.0)),
-            logit_bias=bias,
-            seed=None if seed is None else int(seed),
-        )
-        max_tokens = params.get("max_tokens")
-        return Job(
-            prompt=prompt,
-            sampling=sampling,
-            stops=stops,
-            max_tokens=int(max_tokens) if max_tokens else None,
-            channel=Channel(asyncio.get_running_loop()),
-        )
 
-    async def _events(self, job: Job) -> AsyncGenerator[Event, None]:
-        """The engine's events for ``job``; leaving early cancels it."""
-        self.core.submit(job)
+    async def _events(self, prepared: _Prepared) -> AsyncGenerator[Event, None]:
+        """The engine's events for every choice; leaving early cancels them all."""
+        submitted: list[Job] = []
         try:
-            while True:
-                event = await job.channel.queue.get()
+            for leader in prepared.leaders:
+                self.core.submit(leader)
+                submitted.append(leader)
+            queue = prepared.leaders[0].channel.queue
+            ended = 0
+            while ended < prepared.total:
+                event = await queue.get()
                 if event.kind == "error":
                     raise EngineError(event.error or "generation failed")
                 if event.kind == "refused":
                     raise ShuttingDown(event.error or "the server is shutting down")
                 yield event
                 if event.kind == "end":
-                    return
+                    ended += 1
         finally:
-            self.core.cancel(job)
-
-    async def _chunks(
-        self, kind: str, job: Job, usage_out: list[Usage] | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        chunks = _Chunks(kind)
-        events = self._events(job)
-        try:
-            async for event in events:
-                if event.kind == "started":
-                    if kind == "chat":
-                        yield chunks.role()
-                elif event.kind == "text":
-                    yield chunks.text(event.text)
-                elif event.kind == "end":
-                    yield chunks.text("", event.finish_reason)
-                    if usage_out is not None and event.usage is not None:
-                        usage_out.append(event.usage)
-        finally:
-            await events.aclose()
+            for leader in submitted:
+                self.core.cancel(leader)
 
     async def stream(
-        self, kind: str, params: dict[str, Any], usage_out: list[Usage] | None = None
+        self, kind: str, request: GenerationRequest, usage_out: list[Usage] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Chunks as the engine produces them; closing the iterator stops generation."""
-        job = self._job(kind, params)
-        chunks = self._chunks(kind, job, usage_out)
+        prepared = self._prepare(kind, request)
+        events = self._events(prepared)
         try:
-            async for chunk in chunks:
-                yield chunk
+            async for event in events:
+                for chunk in prepared.responder.on_event(event):
+                    yield chunk
         finally:
-            await chunks.aclose()
+            await events.aclose()
+        if usage_out is not None:
+            usage_out.append(prepared.responder.usage)
 
     async def complete(
-        self, kind: str, params: dict[str, Any], disconnected: Disconnected | None = None
+        self, kind: str, request: GenerationRequest, disconnected: Disconnected | None = None
     ) -> tuple[dict[str, Any], Usage]:
         """A whole (non-streamed) completion or chat completion."""
-        job = self._job(kind, params)
-        usage: list[Usage] = []
-        collected: list[dict[str, Any]] = []
-        watcher = asyncio.create_task(self._watch(disconnected, job))
-        chunks = self._chunks(kind, job, usage)
+        prepared = self._prepare(kind, request)
+        watcher = asyncio.create_task(self._watch(disconnected, prepared.leaders))
+        events = self._events(prepared)
         try:
-            async for chunk in chunks:
-                collected.append(chunk)
+            async for event in events:
+                prepared.responder.on_event(event)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await chunks.aclose()
-        response, _ = assemble(kind, collected)
-        return response, usage[0] if usage else Usage(len(job.prompt), 0)
+            await events.aclose()
+        return prepared.responder.response(), prepared.responder.usage
 
-    async def _watch(self, disconnected: Disconnected | None, job: Job) -> None:
-        """Cancel ``job`` when its client goes away (its sequence is then freed)."""
+    async def _watch(self, disconnected: Disconnected | None, leaders: list[Job]) -> None:
+        """Cancel the request's jobs when its client goes away (their sequences are freed)."""
         if disconnected is None:
             return
         while True:
             await asyncio.sleep(DISCONNECT_POLL_SECONDS)
             if await disconnected():
                 log.info("client went away; stopping its generation")
-                self.core.cancel(job)
+                for leader in leaders:
+                    self.core.cancel(leader)
                 return
 
     async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:

@@ -67,6 +67,19 @@ class LlamaModel:
             tokens = np.concatenate([np.array([self.bos], dtype=np.int32), tokens])
         return tokens
 
+    def detokenize(self, tokens: Tokens | list[int], *, special: bool = False) -> str:
+        """The text of ``tokens`` (llama.cpp's inverse of tokenize; BOS/EOS render as nothing)."""
+        ids = (self._lib.llama_token * len(tokens))(*(int(t) for t in tokens))
+        capacity = 8 * len(tokens) + 16
+        while True:
+            buffer = ctypes.create_string_buffer(capacity)
+            size = self._lib.llama_detokenize(
+                self.vocab, ids, len(tokens), buffer, capacity, True, special
+            )
+            if size >= 0:
+                return buffer.raw[:size].decode(errors="replace")
+            capacity = -size
+
     def piece(self, token: int) -> bytes:
         """The bytes a generated token stands for (special tokens render as nothing)."""
         cached = self._pieces.get(token)

@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes: completions, chat, embeddings, models.
+"""OpenAI-compatible routes: completions, chat, embeddings, models; llama-server's tokenizer.
 
 kserve 0.21's own OpenAI layer imports its request and response types from vLLM,
 which would put vLLM and torch into a llama.cpp image; these routes serve the
@@ -14,102 +14,24 @@ import json
 import struct
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from modelserve.runtime.engine import BadParameter, EngineError, LlamaEngine, Usage
+from modelserve.runtime.requests import (
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    GenerationRequest,
+    TokenizeRequest,
+)
 from modelserve.runtime.scheduler import QueueFull, ShuttingDown
 
 PREFIXES = ("/openai/v1", "/v1")
-
-
-class _Request(BaseModel):
-    # OpenAI clients send fields we do not act on (user, logprobs=False, ...).
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    logit_bias: dict[int, float] | None = None
-    n: Literal[1] = 1
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-
-    def sampling(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "stop": self.stop or [],
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-        }
-        if self.seed is not None:
-            params["seed"] = self.seed
-        if self.logit_bias:
-            params["logit_bias"] = self.logit_bias
-        return params
-
-    @property
-    def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
-
-
-class CompletionRequest(_Request):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
-
-    def llama_params(self) -> dict[str, Any]:
-        prompt = self.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("prompt: exactly one prompt per request is supported")
-            prompt = prompt[0]
-        return {"prompt": prompt, "max_tokens": self.max_tokens, **self.sampling()}
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
-
-
-class ChatRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-
-    def llama_params(self) -> dict[str, Any]:
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
-        return {
-            "messages": messages,
-            "max_tokens": self.max_completion_tokens or self.max_tokens,
-            **self.sampling(),
-        }
-
-
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str | list[str]
-    # The openai client asks for base64 by default: little-endian float32 bytes.
-    encoding_format: Literal["float", "base64"] = "float"
 
 
 def _base64_floats(vector: list[float]) -> str:
@@ -130,10 +52,17 @@ def error(
 
 
 def _validation_error(exc: ValidationError) -> JSONResponse:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return error(400, problems, param=param)
+    """A 400 whose ``param`` is the first bad field, as OpenAI names it (top level)."""
+    problems, params = [], []
+    for problem in exc.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        loc = [str(p) for p in problem["loc"]]
+        if not loc and ": " in message:  # a check across fields names its field first
+            name, message = message.split(": ", 1)
+            loc = [name]
+        params.append(loc[0] if loc else None)
+        problems.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return error(400, "; ".join(problems), param=params[0])
 
 
 def _busy(exc: QueueFull) -> JSONResponse:
@@ -162,6 +91,10 @@ class OpenAIRoutes:
             router.add_api_route(f"{prefix}/embeddings", self.embeddings, methods=["POST"])
             router.add_api_route(f"{prefix}/models", self.list_models, methods=["GET"])
             router.add_api_route(f"{prefix}/models/{{model_id}}", self.get_model, methods=["GET"])
+        # llama-server serves these at the root; the prefixes reach them through a gateway
+        for prefix in ("", *PREFIXES):
+            router.add_api_route(f"{prefix}/tokenize", self.tokenize, methods=["POST"])
+            router.add_api_route(f"{prefix}/detokenize", self.detokenize, methods=["POST"])
         return router
 
     def _card(self) -> dict[str, Any]:
@@ -219,22 +152,18 @@ class OpenAIRoutes:
         assert isinstance(parsed, ChatRequest)
         return await self._generate("chat", parsed, raw)
 
-    async def _generate(self, kind: str, request: Any, raw: Request) -> Response:
+    async def _generate(self, kind: str, request: GenerationRequest, raw: Request) -> Response:
         endpoint = "chat" if kind == "chat" else "completions"
         try:
-            params = request.llama_params()
-        except ValueError as exc:
-            return error(400, str(exc))
-        try:
             if request.stream:
-                return await self._stream(kind, params, request.include_usage, raw, endpoint)
-            result, usage = await self.engine.complete(kind, params, raw.is_disconnected)
+                return await self._stream(kind, request, raw, endpoint)
+            result, usage = await self.engine.complete(kind, request, raw.is_disconnected)
         except QueueFull as exc:
             self.engine.metrics.requests.labels(endpoint, "busy").inc()
             return _busy(exc)
         except BadParameter as exc:  # e.g. a prompt longer than the context window
             self.engine.metrics.requests.labels(endpoint, "invalid").inc()
-            return error(400, str(exc))
+            return error(400, str(exc), param=exc.param)
         except EngineError as exc:
             self.engine.metrics.requests.labels(endpoint, "error").inc()
             return error(500, str(exc), kind="server_error")
@@ -244,10 +173,11 @@ class OpenAIRoutes:
         return JSONResponse(result)
 
     async def _stream(
-        self, kind: str, params: dict[str, Any], include_usage: bool, raw: Request, endpoint: str
+        self, kind: str, request: GenerationRequest, raw: Request, endpoint: str
     ) -> Response:
+        include_usage = request.include_usage
         usage: list[Usage] = []
-        chunks = self.engine.stream(kind, params, usage)
+        chunks = self.engine.stream(kind, request, usage)
         # Wait for the first chunk before answering, so that a full queue or a
         # bad request still gets its own status code instead of a broken stream;
         # a client that leaves while queued gives its place up.
@@ -341,3 +271,38 @@ class OpenAIRoutes:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    async def tokenize(self, raw: Request) -> Response:
+        """llama-server's ``/tokenize``: ``{"tokens": [...]}``, with pieces when asked."""
+        parsed = await self._parse(raw, TokenizeRequest)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        assert isinstance(parsed, TokenizeRequest)
+        model = self.engine.model
+        tokens = [
+            int(t) for t in model.tokenize(parsed.content, add_bos=parsed.add_special, special=True)
+        ]
+        if not parsed.with_pieces:
+            return JSONResponse({"tokens": tokens})
+        pieces = []
+        for token in tokens:
+            data = model.piece(token) or model.token_text(token).encode()
+            try:
+                piece: str | list[int] = data.decode()
+            except UnicodeDecodeError:
+                piece = list(data)  # llama-server gives bytes that are not whole UTF-8
+            pieces.append({"id": token, "piece": piece})
+        return JSONResponse({"tokens": pieces})
+
+    async def detokenize(self, raw: Request) -> Response:
+        """llama-server's ``/detokenize``: ``{"content": "..."}``."""
+        parsed = await self._parse(raw, DetokenizeRequest)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        assert isinstance(parsed, DetokenizeRequest)
+        model = self.engine.model
+        if any(not 0 <= t < model.n_vocab for t in parsed.tokens):
+            return error(
+                400, f"tokens: token ids must lie in 0..{model.n_vocab - 1}", param="tokens"
+            )
+        return JSONResponse({"content": model.detokenize(parsed.tokens)})

@@ -59,8 +59,8 @@ class Scheduler(Generic[T]):
         self.slots = slots
         self.max_waiting = max_waiting
         self.running = 0
-        self._queue: deque[tuple[T, float]] = deque()
-        self._started: dict[int, float] = {}
+        self._queue: deque[tuple[T, float, int]] = deque()  # item, queued at, slots it needs
+        self._started: dict[int, tuple[float, int]] = {}
         self._on_change = on_change or (lambda running, waiting: None)
         self._lock = threading.Lock()
         self._mean_seconds: float | None = None  # moving average of a request's time in a slot
@@ -79,11 +79,13 @@ class Scheduler(Generic[T]):
     def _retry_after(self, now: float) -> int:
         mean = self._mean_seconds
         if mean is None:  # nothing finished yet: the oldest running request's age so far
-            mean = max((now - t for t in self._started.values()), default=0.0)
+            mean = max((now - t for t, _ in self._started.values()), default=0.0)
         return max(1, math.ceil((self.waiting + 1) * mean / self.slots))
 
-    def offer(self, item: T) -> None:
-        """Queue ``item``; raise QueueFull when slots and queue are all taken."""
+    def offer(self, item: T, cost: int = 1) -> None:
+        """Queue ``item`` needing ``cost`` slots; QueueFull when slots and queue are all taken."""
+        if cost > self.slots:
+            raise ValueError(f"{cost} slots asked of {self.slots}")
         with self._lock:
             if self._closed is not None:
                 raise ShuttingDown(self._closed)
@@ -96,13 +98,13 @@ class Scheduler(Generic[T]):
                     self.max_waiting,
                     self._retry_after(time.monotonic()),
                 )
-            self._queue.append((item, time.monotonic()))
+            self._queue.append((item, time.monotonic(), cost))
             self._changed()
 
     def peek(self) -> T | None:
         """The next request to start, if a slot is free for it."""
         with self._lock:
-            if self.running >= self.slots or not self._queue:
+            if not self._queue or self.running + self._queue[0][2] > self.slots:
                 return None
             return self._queue[0][0]
 
@@ -110,7 +112,7 @@ class Scheduler(Generic[T]):
         """Admit nothing more; returns what was waiting (their clients are told ``reason``)."""
         with self._lock:
             self._closed = reason
-            waiting = [item for item, _ in self._queue]
+            waiting = [item for item, _, _ in self._queue]
             self._queue.clear()
             self._changed()
             return waiting
@@ -123,19 +125,22 @@ class Scheduler(Generic[T]):
     def start(self, item: T) -> bool:
         """``item`` (the head) takes a slot; False if it left the queue meanwhile."""
         with self._lock:
-            if not self._queue or self._queue[0][0] is not item or self.running >= self.slots:
+            if not self._queue or self._queue[0][0] is not item:
+                return False
+            cost = self._queue[0][2]
+            if self.running + cost > self.slots:
                 return False
             self._queue.popleft()
-            self.running += 1
+            self.running += cost
             self._held = False
-            self._started[id(item)] = time.monotonic()
+            self._started[id(item)] = (time.monotonic(), cost)
             self._changed()
             return True
 
     def withdraw(self, item: T) -> bool:
         """Take a waiting ``item`` out of the queue (its client left); False if not queued."""
         with self._lock:
-            for index, (queued, _) in enumerate(self._queue):
+            for index, (queued, _, _) in enumerate(self._queue):
                 if queued is item:
                     del self._queue[index]
                     self._changed()
@@ -145,10 +150,11 @@ class Scheduler(Generic[T]):
     def finish(self, item: T) -> None:
         """``item`` gave its slot back."""
         with self._lock:
-            started = self._started.pop(id(item), None)
-            if started is None:
+            record = self._started.pop(id(item), None)
+            if record is None:
                 return
-            self.running -= 1
+            started, cost = record
+            self.running -= cost
             self._held = False
             elapsed = time.monotonic() - started
             mean = self._mean_seconds

@@ -120,9 +120,19 @@ def emitting_tokens(letters: int | None = None) -> list[int]:
 
 
 def write_synthetic_gguf(
-    path: Path, preset: str = "tiny", *, seed: int = 0, name: str | None = None
+    path: Path,
+    preset: str = "tiny",
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    chat_template: str | None = None,
 ) -> Path:
-    """Write a loadable llama GGUF with random weights to ``path``; returns ``path``."""
+    """Write a loadable llama GGUF with random weights to ``path``; returns ``path``.
+
+    ``chat_template`` is the ``tokenizer.chat_template`` it carries (a model
+    family's template, to test the runtime against it); the default is a short
+    generic one.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     shape = PRESETS[preset]
@@ -174,7 +184,7 @@ def write_synthetic_gguf(
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template or CHAT_TEMPLATE)
 
     add_matrix("token_embd.weight", weights(n_vocab, n_embd))
     for block in range(shape.blocks):

@@ -153,3 +153,21 @@ def test_the_retry_hint_follows_measured_slot_times_from_the_start(
     for n in range(12):
         scheduler.offer(Req(str(n)))
     assert scheduler.retry_after() == 4  # (12 waiting + this one) x 0.5 s / 2 slots
+
+
+def test_a_request_for_several_choices_takes_as_many_slots() -> None:
+    scheduler: Scheduler[Req] = Scheduler(4, 5)
+    scheduler.offer(a)
+    scheduler.offer(b, cost=3)
+    assert scheduler.start(a)
+    assert scheduler.peek() is b and scheduler.start(b)
+    assert scheduler.running == 4
+    scheduler.offer(c, cost=2)
+    assert scheduler.peek() is None  # all four slots are busy
+    scheduler.finish(a)
+    assert scheduler.peek() is None  # one free slot is not enough for two choices
+    scheduler.finish(b)
+    assert scheduler.peek() is c and scheduler.start(c)
+    assert scheduler.running == 2
+    with pytest.raises(ValueError):
+        scheduler.offer(d, cost=5)

@@ -108,25 +108,133 @@ def test_embeddings_as_base64_are_the_same_floats(runtime: RuntimeServer) -> Non
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"),
+    ("path", "body", "status", "param", "message"),
     [
-        ({"model": "other", "prompt": "x"}, 404, "does not exist"),
-        ({"model": "demo", "prompt": "x", "temperature": 5}, 400, "temperature"),
-        ({"model": "demo", "prompt": "x", "n": 2}, 400, "n:"),
-        ({"model": "demo", "prompt": ["a", "b"]}, 400, "exactly one prompt"),
-        ({"model": "demo", "prompt": "x", "logit_bias": {"99999": 1}}, 400, "outside 0..258"),
-        ({"model": "demo", "prompt": "x " * 3000, "max_tokens": 4}, 400, "context"),
-        ({"prompt": "x"}, 400, "model"),
+        ("completions", {"model": "other", "prompt": "x"}, 404, "model", "does not exist"),
+        ("completions", {"model": "demo", "prompt": "x", "temperature": 5}, 400, "temperature", ""),
+        ("completions", {"model": "demo", "prompt": "x", "n": 0}, 400, "n", ""),
+        ("completions", {"model": "demo", "prompt": "x", "n": 9}, 400, "n", "at most 4"),
+        ("completions", {"model": "demo", "prompt": []}, 400, "prompt", ""),
+        ("completions", {"model": "demo", "prompt": "x", "stop": list("abcde")}, 400, "stop", "4"),
+        ("completions", {"model": "demo", "prompt": "x", "logprobs": 6}, 400, "logprobs", ""),
+        ("completions", {"model": "demo", "prompt": "x", "top_k": -1}, 400, "top_k", ""),
+        ("completions", {"model": "demo", "prompt": "x", "min_p": 2}, 400, "min_p", ""),
+        ("completions", {"model": "demo", "prompt": "x", "typical_p": 0}, 400, "typical_p", ""),
+        (
+            "completions",
+            {"model": "demo", "prompt": "x", "repeat_penalty": 0},
+            400,
+            "repeat_penalty",
+            "",
+        ),
+        (
+            "completions",
+            {"model": "demo", "prompt": "x", "grammar": "root ::= ("},
+            400,
+            "grammar",
+            "",
+        ),
+        (
+            "completions",
+            {"model": "demo", "prompt": "x", "logit_bias": {"99999": 1}},
+            400,
+            "logit_bias",
+            "outside 0..258",
+        ),
+        (
+            "completions",
+            {"model": "demo", "prompt": "x", "logit_bias": {"5": 101}},
+            400,
+            "logit_bias",
+            "",
+        ),
+        (
+            "completions",
+            {"model": "demo", "prompt": "x " * 3000, "max_tokens": 4},
+            400,
+            "prompt",
+            "context",
+        ),
+        ("completions", {"prompt": "x"}, 400, "model", ""),
+        (
+            "chat/completions",
+            {"model": "demo", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+            400,
+            "top_logprobs",
+            "logprobs must be true",
+        ),
+        (
+            "chat/completions",
+            {"model": "demo", "messages": [{"role": "user", "content": "x " * 3000}]},
+            400,
+            "messages",
+            "context",
+        ),
+        (
+            "chat/completions",
+            {"model": "demo", "messages": [{"role": "wizard", "content": "x"}]},
+            400,
+            "messages",
+            "",
+        ),
+        (
+            "chat/completions",
+            {
+                "model": "demo",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema"},
+            },
+            400,
+            "response_format",
+            "",
+        ),
+        (
+            "chat/completions",
+            {
+                "model": "demo",
+                "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": {"type": "function", "function": {"name": "nope"}},
+            },
+            400,
+            "tool_choice",
+            "nope",
+        ),
     ],
-    ids=["unknown-model", "temperature", "n", "two-prompts", "bias-range", "too-long", "no-model"],
 )
-def test_bad_requests_get_openai_errors(
-    runtime: RuntimeServer, body: dict[str, object], status: int, message: str
+def test_bad_values_are_400s_naming_the_field(
+    runtime: RuntimeServer,
+    path: str,
+    body: dict[str, object],
+    status: int,
+    param: str,
+    message: str,
 ) -> None:
-    response = httpx.post(f"{runtime.url}/v1/completions", json=body, timeout=30)
+    response = httpx.post(f"{runtime.url}/v1/{path}", json=body, timeout=30)
     assert response.status_code == status, response.text
     error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param, error
     assert re.search(message, error["message"]), error
+
+
+def test_bad_values_raise_the_clients_bad_request_error(runtime: RuntimeServer) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(runtime).chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "x"}], temperature=3
+        )
+    assert caught.value.param == "temperature"
+
+
+def test_unknown_fields_are_ignored(runtime: RuntimeServer) -> None:
+    reply = client(runtime).completions.create(
+        model="demo",
+        prompt="x",
+        max_tokens=2,
+        user="someone",
+        extra_body={"frobnicate": {"deep": [1, 2]}, "store": True},
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")
 
 
 def test_invalid_json_is_a_400(runtime: RuntimeServer) -> None:

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from modelserve.runtime.openai_api import ChatRequest, CompletionRequest, EmbeddingRequest
+from modelserve.runtime.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from modelserve.shared import events as ev
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
@@ -299,12 +299,13 @@ def test_fuzz_openai_request_parsing(reliability: Recorder, fuzz_seconds: float)
             parsed[0] += 1
             if isinstance(request, CompletionRequest | ChatRequest):
                 with contextlib.suppress(ValueError):
-                    request.llama_params()
+                    request.sampling(request.seed)
+                    _ = request.stops
 
     reliability.case(
         "fuzz: OpenAI request parsing",
         injected=f"random JSON bodies for completions, chat and embeddings ({EXAMPLES} per round)",
-        checked="a request or a ValidationError; llama_params only ValueError",
+        checked="a request or a ValidationError; its sampling parameters only ValueError",
         outcome="survived",
     )
     tried = fuzz(check, bodies, fuzz_seconds)

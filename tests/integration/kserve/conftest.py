@@ -7,7 +7,6 @@ overwrite. This one is started for this folder's tests and stopped after them.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,12 @@ from support.crds import install
 from support.kserve_controller import KServeController, start_kserve
 from support.kube import KubeCluster, start_kube_cluster
 from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
+from support.minio_server import MinioServer
+from support.pipeline import pipeline_factory, tiny_gguf
 from support.services import start_or_skip
 from support.toolchain import ROOT
+
+__all__ = ["pipeline_factory", "tiny_gguf"]
 
 CONFIG = ROOT / "config"
 NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
@@ -27,7 +30,7 @@ MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
     """etcd, the control plane, kwok and the KServe manager; all stopped at the end."""
     # kwok leaves KServe's predictor Pods to the tests' pod executor.
@@ -39,22 +42,18 @@ def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def kube(kserve_cluster: tuple[KubeCluster, KServeController]) -> KubeCluster:
     return kserve_cluster[0]
 
 
-@pytest.fixture(scope="module")
-def minio_credentials() -> tuple[str, str]:
-    """What the cluster admin puts into kserve/storage.yaml's empty Secret fields."""
-    return secrets.token_hex(8), secrets.token_hex(16)
-
-
-@pytest.fixture(scope="module")
-def installed(kube: KubeCluster, minio_credentials: tuple[str, str]) -> Iterator[client.ApiClient]:
+@pytest.fixture(scope="package")
+def installed(kube: KubeCluster, minio_server: MinioServer) -> Iterator[client.ApiClient]:
     """config/'s CRD, namespace and RBAC, then ``kubectl apply -k kserve/`` as an admin would.
 
-    The ClusterServingRuntimes go through KServe's validating webhook here.
+    The ClusterServingRuntimes go through KServe's validating webhook here. The
+    admin then fills in kserve/storage.yaml's Secret for the MinIO the models are
+    in: the test's, on this host (the storage initializer runs here too).
     """
     api = kube.admin_client()
     install(api, CONFIG / "crd" / "modelserve.yaml")
@@ -64,19 +63,25 @@ def installed(kube: KubeCluster, minio_credentials: tuple[str, str]) -> Iterator
         "--server-side",
         f"--filename={CONFIG / 'namespace.yaml'}",
         f"--filename={CONFIG / 'operator' / 'rbac.yaml'}",
+        f"--filename={CONFIG / 'pipeline' / 'rbac.yaml'}",
     )
     kubectl(kube.kubeconfig, "apply", "-k", str(ROOT / "kserve"))
-    access, secret = minio_credentials
     client.CoreV1Api(api).patch_namespaced_secret(
         MINIO_SECRET,
         NAMESPACE,
-        {"stringData": {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}},
+        {
+            "metadata": {"annotations": {"serving.kserve.io/s3-endpoint": minio_server.endpoint}},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": minio_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
+            },
+        },
     )
     yield api
     api.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def login_as(
     kube: KubeCluster, installed: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> KubeconfigFor:

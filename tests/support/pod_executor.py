@@ -17,6 +17,12 @@ Known images:
   found in this interpreter's environment, where ``modelserve`` is installed.
   The pod's network is this host's loopback: ``0.0.0.0`` becomes 127.0.0.1 and
   each containerPort a free port wherever an arg or env value is exactly that.
+
+``run_init_containers``/``start_container``/``report_ready`` are the steps, for a
+test that takes them one by one; :class:`PodExecutor` takes every matching Pod
+through them as the kubelet would (probes at their periods), and
+:class:`PodNetwork` gives each Pod an address whose ports lead to its processes
+(read by support/cluster_network.py).
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ import pytest
 from kubernetes import client
 
 from support.crds import install
+from support.knative_serving import (
+    KnativeServing,
+    install_serving_crds,
+    start_knative_serving,
+)
 from support.kserve_controller import KServeController, start_kserve
 from support.kube import KubeCluster, start_kube_cluster
 from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
@@ -28,18 +33,31 @@ CONFIG = ROOT / "config"
 NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
 MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
+# The queue-proxy .ci/build-knative builds (ko.local: Knative's name for local builds).
+QUEUE_IMAGE = "ko.local/knative-queue:v0.50.0"
 
 
 @pytest.fixture(scope="package")
 def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
-    """etcd, the control plane, kwok and the KServe manager; all stopped at the end."""
+    """etcd, the control plane, kwok and the KServe manager; all stopped at the end.
+
+    Knative Serving's CRDs go in first (KServe looks for them once, when it starts);
+    its controller and webhook only for the tests that ask for ``knative``.
+    """
     # kwok leaves KServe's predictor Pods to the tests' pod executor.
     cluster = start_or_skip(lambda: start_kube_cluster(executed_label=ISVC_LABEL))
     try:
+        start_or_skip(lambda: install_serving_crds(cluster))
         controller = start_or_skip(lambda: start_kserve(cluster))
         yield cluster, controller
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="package")
+def knative(kserve_cluster: tuple[KubeCluster, KServeController]) -> KnativeServing:
+    """Knative Serving's controller and webhook on that cluster (stopped with it)."""
+    return start_or_skip(lambda: start_knative_serving(kserve_cluster[0], QUEUE_IMAGE))
 
 
 @pytest.fixture(scope="package")

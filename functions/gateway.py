@@ -64,20 +64,27 @@ HOP_BY_HOP = {
 STARTING = {*PIPELINE, ServerStatus.LOADING}
 
 
-def upstream_client() -> httpx.AsyncClient:
+def upstream_client(
+    network: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+) -> httpx.AsyncClient:
     """The gateway's own client for the proxy hop, shared by nobody else.
 
     No pool limit: a request must never wait for a free connection behind a
     hundred streams (httpx's default pool of 100 with a 30 s wait turned load into
-    502s); a busy runtime answers 503 itself.
+    502s); a busy runtime answers 503 itself. ``network`` wraps the connection
+    pool where the cluster's own network is missing (the tests' stand-in for
+    cluster DNS and kube-proxy, support/cluster_network.py); nothing else sets it.
     """
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(30, read=None),
+    pool = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(
             max_connections=None,
             max_keepalive_connections=256,
             keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
-        ),
+        )
+    )
+    return httpx.AsyncClient(
+        transport=network(pool) if network is not None else pool,
+        timeout=httpx.Timeout(30, read=None),
     )
 
 

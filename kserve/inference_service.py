@@ -22,6 +22,12 @@ MODEL_FORMAT = "gguf"
 SERVICE_ACCOUNT = "modelserve-models"
 API_VERSION = "serving.kserve.io/v1beta1"
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+# KServe 0.16 renamed Serverless to Knative (and RawDeployment to Standard), records
+# the new name in the InferenceService's status and then refuses every update whose
+# annotation differs ("deploymentMode cannot be changed from 'Knative' to
+# 'Serverless'"), the operator's patches and KServe's own finalizer removal
+# included: the annotation carries the new names.
+KSERVE_MODE_NAMES = {"Serverless": "Knative", "RawDeployment": "Standard"}
 # Knative scales at 70% of the target by default; the runtime's slots are the
 # real capacity, so a replica is added when they are all busy, not before.
 TARGET_UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
@@ -81,7 +87,7 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
             namespace=spec.namespace,
             labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
             annotations={
-                DEPLOYMENT_MODE: spec.deployment_mode,
+                DEPLOYMENT_MODE: KSERVE_MODE_NAMES.get(spec.deployment_mode, spec.deployment_mode),
                 TARGET_UTILIZATION: "100",
                 **spec.annotations,
             },

@@ -147,7 +147,7 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             inference_service=isvc_name,
             status_message=seen.message
             or f"InferenceService {isvc_name} {'created' if created else 'up to date'}",
-            **({"internal_url": seen.url} if seen.phase == "Ready" else {}),
+            **({"internal_url": seen.internal_url} if seen.phase == "Ready" else {}),
         )
         log.info(
             "%s/%s: InferenceService %s %s",
@@ -175,7 +175,7 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             uuid.UUID(server),
             seen.server_status,
             status_message=seen.message,
-            internal_url=seen.url,
+            internal_url=seen.internal_url,
             service_name=seen.revision,
         )
 

@@ -18,6 +18,10 @@ class Observed:
     revision: str | None = None
     model_state: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    # Where the gateway (inside the cluster) reaches the predictor: KServe's
+    # ``status.address.url`` (the cluster-local Service). ``url`` is the public
+    # host of KServe's ingress domain, which only an ingress gateway answers.
+    internal_url: str | None = None
 
     @property
     def server_status(self) -> ServerStatus:
@@ -39,21 +43,34 @@ def observe(status: dict[str, Any] | None) -> Observed:
     revision = predictor.get("latestReadyRevision") or predictor.get("latestCreatedRevision")
     model_state = states.get("activeModelState") or states.get("targetModelState")
     url = status.get("url") or (status.get("address") or {}).get("url")
+    internal = (status.get("address") or {}).get("url") or url
     ours = [
         {k: c[k] for k in ("type", "status", "reason", "message", "lastTransitionTime") if k in c}
         for c in conditions
     ]
     if ready is not None and ready.get("status") == "True":
-        return Observed("Ready", url, ready.get("message"), revision, model_state, ours)
+        return Observed("Ready", url, ready.get("message"), revision, model_state, ours, internal)
     if failure or model_state == "FailedToLoad":
         message = failure.get("message") or failure.get("reason") or "the model failed to load"
-        return Observed("Failed", url, message, revision, model_state, ours)
+        return Observed("Failed", url, message, revision, model_state, ours, internal)
     if ready is not None and ready.get("status") == "False" and ready.get("reason"):
         return Observed(
-            "Loading", url, ready.get("message") or ready["reason"], revision, model_state, ours
+            "Loading",
+            url,
+            ready.get("message") or ready["reason"],
+            revision,
+            model_state,
+            ours,
+            internal,
         )
     if not conditions:
-        return Observed("Pending", url, "waiting for KServe", revision, model_state, ours)
+        return Observed("Pending", url, "waiting for KServe", revision, model_state, ours, internal)
     return Observed(
-        "Loading", url, ready.get("message") if ready else None, revision, model_state, ours
+        "Loading",
+        url,
+        ready.get("message") if ready else None,
+        revision,
+        model_state,
+        ours,
+        internal,
     )

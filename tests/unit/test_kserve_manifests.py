@@ -144,6 +144,25 @@ def test_built_inference_service() -> None:
     assert problems(isvc, "V1beta1InferenceService") == []
 
 
+@pytest.mark.parametrize(
+    ("mode", "annotation"),
+    [("Serverless", "Knative"), ("Standard", "Standard"), ("RawDeployment", "Standard")],
+)
+def test_the_deployment_mode_annotation_uses_kserve_016s_names(mode: str, annotation: str) -> None:
+    """KServe 0.16 records Knative/Standard in the status and refuses any update whose
+    annotation still says Serverless/RawDeployment, its own finalizer's included."""
+    isvc = build_inference_service(
+        ServerSpec(
+            server_uuid=uuid.uuid4(),
+            namespace="n",
+            model_name="m",
+            storage_uri="s3://b/m.gguf",
+            deployment_mode=mode,
+        )
+    )
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == annotation
+
+
 def test_gpu_servers_use_the_gpu_runtime() -> None:
     isvc = build_inference_service(
         ServerSpec(

@@ -34,6 +34,22 @@ def test_ready() -> None:
     assert [c["type"] for c in seen.conditions] == ["PredictorReady", "Ready"]
 
 
+def test_the_gateway_dials_the_cluster_local_address_not_the_public_url() -> None:
+    """KServe's ``url`` is its ingress domain's host (answered by an ingress gateway
+    only); the gateway runs in the cluster and reaches the predictor's Service."""
+    seen = observe(
+        {
+            "url": "http://ms-1-ns.example.com",
+            "address": {"url": "http://ms-1-predictor.ns.svc.cluster.local"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+    )
+    assert seen.url == "http://ms-1-ns.example.com"
+    assert seen.internal_url == "http://ms-1-predictor.ns.svc.cluster.local"
+    # Without an address (older status writers), the url is all there is.
+    assert observe({"url": "http://x", "conditions": []}).internal_url == "http://x"
+
+
 def test_failure_info_wins_over_a_false_ready() -> None:
     seen = observe(
         {

@@ -7,7 +7,6 @@ overwrite. This one is started for this folder's tests and stopped after them.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,46 +14,64 @@ import pytest
 from kubernetes import client
 
 from support.crds import install
+from support.knative_serving import (
+    KnativeServing,
+    install_serving_crds,
+    start_knative_serving,
+)
 from support.kserve_controller import KServeController, start_kserve
 from support.kube import KubeCluster, start_kube_cluster
 from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
+from support.minio_server import MinioServer
+from support.pipeline import pipeline_factory, tiny_gguf
 from support.services import start_or_skip
 from support.toolchain import ROOT
+
+__all__ = ["pipeline_factory", "tiny_gguf"]
 
 CONFIG = ROOT / "config"
 NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
 MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
+# The queue-proxy .ci/build-knative builds (ko.local: Knative's name for local builds).
+QUEUE_IMAGE = "ko.local/knative-queue:v0.50.0"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
-    """etcd, the control plane, kwok and the KServe manager; all stopped at the end."""
+    """etcd, the control plane, kwok and the KServe manager; all stopped at the end.
+
+    Knative Serving's CRDs go in first (KServe looks for them once, when it starts);
+    its controller and webhook only for the tests that ask for ``knative``.
+    """
     # kwok leaves KServe's predictor Pods to the tests' pod executor.
     cluster = start_or_skip(lambda: start_kube_cluster(executed_label=ISVC_LABEL))
     try:
+        start_or_skip(lambda: install_serving_crds(cluster))
         controller = start_or_skip(lambda: start_kserve(cluster))
         yield cluster, controller
     finally:
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
+def knative(kserve_cluster: tuple[KubeCluster, KServeController]) -> KnativeServing:
+    """Knative Serving's controller and webhook on that cluster (stopped with it)."""
+    return start_or_skip(lambda: start_knative_serving(kserve_cluster[0], QUEUE_IMAGE))
+
+
+@pytest.fixture(scope="package")
 def kube(kserve_cluster: tuple[KubeCluster, KServeController]) -> KubeCluster:
     return kserve_cluster[0]
 
 
-@pytest.fixture(scope="module")
-def minio_credentials() -> tuple[str, str]:
-    """What the cluster admin puts into kserve/storage.yaml's empty Secret fields."""
-    return secrets.token_hex(8), secrets.token_hex(16)
-
-
-@pytest.fixture(scope="module")
-def installed(kube: KubeCluster, minio_credentials: tuple[str, str]) -> Iterator[client.ApiClient]:
+@pytest.fixture(scope="package")
+def installed(kube: KubeCluster, minio_server: MinioServer) -> Iterator[client.ApiClient]:
     """config/'s CRD, namespace and RBAC, then ``kubectl apply -k kserve/`` as an admin would.
 
-    The ClusterServingRuntimes go through KServe's validating webhook here.
+    The ClusterServingRuntimes go through KServe's validating webhook here. The
+    admin then fills in kserve/storage.yaml's Secret for the MinIO the models are
+    in: the test's, on this host (the storage initializer runs here too).
     """
     api = kube.admin_client()
     install(api, CONFIG / "crd" / "modelserve.yaml")
@@ -64,19 +81,25 @@ def installed(kube: KubeCluster, minio_credentials: tuple[str, str]) -> Iterator
         "--server-side",
         f"--filename={CONFIG / 'namespace.yaml'}",
         f"--filename={CONFIG / 'operator' / 'rbac.yaml'}",
+        f"--filename={CONFIG / 'pipeline' / 'rbac.yaml'}",
     )
     kubectl(kube.kubeconfig, "apply", "-k", str(ROOT / "kserve"))
-    access, secret = minio_credentials
     client.CoreV1Api(api).patch_namespaced_secret(
         MINIO_SECRET,
         NAMESPACE,
-        {"stringData": {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}},
+        {
+            "metadata": {"annotations": {"serving.kserve.io/s3-endpoint": minio_server.endpoint}},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": minio_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
+            },
+        },
     )
     yield api
     api.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def login_as(
     kube: KubeCluster, installed: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> KubeconfigFor:

@@ -193,6 +193,9 @@ def operator_command(
     ] = None,
     webhook_cert: Annotated[Path | None, typer.Option(help="Webhook TLS certificate.")] = None,
     webhook_key: Annotated[Path | None, typer.Option(help="Webhook TLS private key.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port.")
+    ] = None,
 ) -> None:
     """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
 
@@ -221,7 +224,10 @@ def operator_command(
             certfile=str(webhook_cert),
             pkeyfile=str(webhook_key),
         )
-    asyncio.run(operate(settings, post_events=post_events, webhook=webhook))
+    metrics = ("0.0.0.0", metrics_port) if metrics_port is not None else None  # noqa: S104
+    asyncio.run(
+        operate(settings, post_events=post_events, webhook=webhook, metrics_address=metrics)
+    )
 
 
 register(app)

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer
 
 from modelserve import resources
@@ -98,8 +99,10 @@ class StackInfo:
     admin_username: str = "admin"
 
 
-def _serve_functions(settings: Settings) -> tuple[dict[str, str], list[BaseWSGIServer]]:
-    host.start(lambda: build_context(settings))
+def _serve_functions(
+    settings: Settings, registry: CollectorRegistry
+) -> tuple[dict[str, str], list[BaseWSGIServer]]:
+    host.start(lambda: build_context(settings, registry))
     return host.serve_functions()
 
 
@@ -128,14 +131,18 @@ async def run_stack(
     if not (catalog_dir / "demo.gguf").exists():
         write_synthetic_gguf(catalog_dir / "demo.gguf", "tiny", name="demo")
 
+    # One registry for the whole process: the public /metrics shows the API, the
+    # gateway, the steps and the local backend together.
+    registry = CollectorRegistry()
     http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
-    function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings)
+    function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings, registry)
     rules = triggers.pipeline_rules(resources.config_dir())
     broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
     backend = LocalBackend(
         root=settings.data_dir / "modelserves",
         sessions=sessions,
         log_dir=settings.data_dir / "logs",
+        registry=registry,
     )
     issuer, verifier = TokenIssuer.from_settings(settings), TokenVerifier.from_settings(settings)
     # One credential cache for both: a revocation through the API is seen at once.
@@ -152,6 +159,7 @@ async def run_stack(
             make_store(settings),
             settings.dashboard_dir or resources.dashboard_dir(),
             access_guard=guard,
+            registry=registry,
         )
     )
 
@@ -159,7 +167,9 @@ async def run_stack(
         return await backend.ensure_running(server)
 
     upstream = upstream_client()  # the proxy hop's own pool, apart from the broker's
-    gateway_deps = GatewayDeps(verifier, sessions, upstream, wake, access_guard=guard)
+    gateway_deps = GatewayDeps(
+        verifier, sessions, upstream, wake, access_guard=guard, registry=registry
+    )
     gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(
         uvicorn.Config(

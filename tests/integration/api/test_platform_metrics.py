@@ -1,0 +1,91 @@
+"""The API's and the gateway's /metrics after real traffic through them to a real runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.metrics import documented_names
+from support.records import new_server
+from support.runtime import RuntimeServer, start_runtime
+from support.scrape import exposed_names, fetch, value
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model: Path) -> Iterator[RuntimeServer]:
+    server = start_runtime(tiny_model, "--model-name", "demo")
+    yield server
+    server.stop()
+
+
+async def test_gateway_counts_each_server_s_requests_latency_bytes_and_streams(
+    stack: Any, runtime: RuntimeServer
+) -> None:
+    async with stack.sessions.begin() as session:
+        server = await new_server(
+            session, status=ServerStatus.READY, owner="alice", internal_url=runtime.url
+        )
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("alice"), max_retries=0
+    )
+    answer = await client.with_raw_response.completions.create(
+        model="demo", prompt="ab", max_tokens=4
+    )
+    plain = len(answer.content)
+    streamed = 0
+    async with client.with_streaming_response.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    ) as stream:
+        async for piece in stream.iter_bytes():
+            streamed += len(piece)
+    unknown = await stack.http.get(
+        f"{stack.gateway}/{uuid.uuid4()}/v1/models", headers=stack.auth("alice")
+    )
+    assert unknown.status_code == 404
+
+    text = await asyncio.to_thread(fetch, f"{stack.gateway}/metrics")
+    assert exposed_names(text) == documented_names("gateway") | documented_names("usage")
+    s = str(server)
+    assert value(text, "modelserve_gateway_requests_total", server_uuid=s, code="200") == 2
+    # A made-up UUID does not become a label: it counts under "".
+    assert value(text, "modelserve_gateway_requests_total", server_uuid="", code="404") == 1
+    assert f'server_uuid="{unknown.url.path.split("/")[1]}"' not in text
+    assert value(text, "modelserve_gateway_added_latency_seconds_count", server_uuid=s) == 2
+    latency = value(text, "modelserve_gateway_added_latency_seconds_sum", server_uuid=s)
+    assert latency is not None and 0 < latency < 5
+    assert value(text, "modelserve_gateway_response_bytes_total", server_uuid=s) == (
+        plain + streamed
+    )
+    sent = value(text, "modelserve_gateway_request_bytes_total", server_uuid=s)
+    assert sent is not None and sent > 0
+    assert value(text, "modelserve_gateway_streams_active", server_uuid=s) == 0
+
+
+async def test_api_counts_requests_by_route_template(stack: Any) -> None:
+    async with stack.sessions.begin() as session:
+        server = await new_server(session, status=ServerStatus.READY, owner="alice")
+    for _ in range(2):
+        found = await stack.http.get(f"{stack.api}/servers/{server}", headers=stack.auth("alice"))
+        assert found.status_code == 200
+    missing = await stack.http.get(
+        f"{stack.api}/servers/{uuid.uuid4()}", headers=stack.auth("alice")
+    )
+    assert missing.status_code == 404
+    assert (await stack.http.get(f"{stack.api}/no/such/page")).status_code == 404
+
+    text = await asyncio.to_thread(fetch, f"{stack.api}/metrics")
+    assert exposed_names(text) == documented_names("api")
+    route = "/servers/{server_uuid}"
+    assert value(text, "modelserve_api_requests_total", route=route, method="GET", code="200") == 2
+    assert value(text, "modelserve_api_requests_total", route=route, method="GET", code="404") == 1
+    assert value(text, "modelserve_api_requests_total", route="(unmatched)", code="404") == 1
+    assert str(server) not in text  # the template, never the path
+    count = value(text, "modelserve_api_request_duration_seconds_count", route=route, method="GET")
+    assert count == 3

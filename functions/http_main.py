@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI
 
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.series import PrometheusSeries
 from modelserve.functions.context_factory import make_applier, make_catalog, make_publisher
 from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
 from modelserve.shared import logs
@@ -44,6 +45,11 @@ def api() -> FastAPI:
             applier=make_applier(settings),
             store=make_store(settings),
             dashboard_dir=settings.dashboard_dir,
+            series=(
+                PrometheusSeries(str(settings.prometheus_url), http)
+                if settings.prometheus_url
+                else None
+            ),
         )
     )
 

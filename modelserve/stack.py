@@ -26,6 +26,7 @@ from werkzeug.serving import BaseWSGIServer
 from modelserve import resources
 from modelserve.functions import host
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.series import MemorySeries, PrometheusSeries, Series, sample_forever
 from modelserve.functions.appliers import LocalApplier
 from modelserve.functions.broker import triggers
 from modelserve.functions.broker.broker import EmbeddedBroker
@@ -144,6 +145,11 @@ async def run_stack(
         log_dir=settings.data_dir / "logs",
         registry=registry,
     )
+    # The charts: Prometheus when one is named, else an hour of the stack's own samples.
+    memory = MemorySeries()
+    series: Series = (
+        PrometheusSeries(str(settings.prometheus_url), http) if settings.prometheus_url else memory
+    )
     issuer, verifier = TokenIssuer.from_settings(settings), TokenVerifier.from_settings(settings)
     # One credential cache for both: a revocation through the API is seen at once.
     guard = AccessGuard(verifier, sessions, ttl=settings.auth_cache_ttl_seconds)
@@ -160,6 +166,7 @@ async def run_stack(
             settings.dashboard_dir or resources.dashboard_dir(),
             access_guard=guard,
             registry=registry,
+            series=series,
         )
     )
 
@@ -193,6 +200,12 @@ async def run_stack(
         asyncio.create_task(ingress.serve()),
         asyncio.create_task(backend.run(backend_stop)),
     ]
+    if series is memory:
+        tasks.append(
+            asyncio.create_task(
+                sample_forever(memory, backend.running_urls, http, backend_stop, registry)
+            )
+        )
     serving = asyncio.create_task(public.serve())
     try:
         while not public.started:

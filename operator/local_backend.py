@@ -133,6 +133,10 @@ class LocalBackend:
         self.metrics = BackendMetrics(self.registry)
         self.metrics.running.set_function(self._running)
 
+    def running_urls(self) -> dict[uuid.UUID, str]:
+        """Each ready runtime's URL (what the embedded stack's charts scrape)."""
+        return {s: i.url for s, i in self.servers.items() if i.ready and i.url is not None}
+
     def _running(self) -> int:
         return sum(1 for i in self.servers.values() if i.process and i.process.poll() is None)
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import requires
+from modelserve.functions.api.series import Series
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.base import Catalog
 from modelserve.shared.auth.guard import AccessGuard
@@ -41,6 +42,8 @@ class ApiDeps:
     access_guard: AccessGuard | None = None
     # What /metrics serves: the API's own, or (embedded stack) the whole process's.
     registry: CollectorRegistry | None = None
+    # Where a server's charts come from: the embedded stack's memory, or Prometheus.
+    series: Series | None = None
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(

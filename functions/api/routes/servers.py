@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from modelserve.functions.api.deps import ApiDeps
-from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server
+from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server, ServerSeries
+from modelserve.functions.api.series import PrometheusError
 from modelserve.shared import events as ev
 from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
@@ -116,6 +117,23 @@ def router(deps: ApiDeps) -> APIRouter:
     @api.get("/servers/{server_uuid}", response_model=Server)
     async def server(server_uuid: uuid.UUID, claims: Claims = viewer) -> Server:
         return Server.of(await one(server_uuid))
+
+    @api.get("/servers/{server_uuid}/series", response_model=ServerSeries)
+    async def server_series(
+        server_uuid: uuid.UUID,
+        claims: Claims = viewer,
+        minutes: int = Query(60, ge=1, le=60),
+    ) -> ServerSeries:
+        """The server's charts over the last ``minutes`` (tokens/s, latencies, slots,
+        memory, CPU): the embedded stack's own samples, or Prometheus' on Kubernetes."""
+        await one(server_uuid)
+        if deps.series is None:
+            raise HTTPException(503, "no metrics source: set MODELSERVE_PROMETHEUS_URL")
+        try:
+            window = await deps.series.window(server_uuid, minutes * 60.0)
+        except PrometheusError as exc:
+            raise HTTPException(502, str(exc)) from None
+        return ServerSeries(step_seconds=window.step_seconds, t=window.t, series=window.series)
 
     @api.delete("/servers/{server_uuid}", response_model=Server)
     async def delete_server(server_uuid: uuid.UUID, claims: Claims = operator) -> Server:

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from modelserve.functions.api.series import MemorySeries, sample_once
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.metrics import documented_names
 from support.records import new_server
@@ -89,3 +90,49 @@ async def test_api_counts_requests_by_route_template(stack: Any) -> None:
     assert str(server) not in text  # the template, never the path
     count = value(text, "modelserve_api_request_duration_seconds_count", route=route, method="GET")
     assert count == 3
+
+
+async def test_a_server_s_series_move_under_traffic(
+    stack_factory: Any, runtime: RuntimeServer
+) -> None:
+    """The embedded stack's sampler scrapes the real runtime; the API answers the charts."""
+    store = MemorySeries(interval=0.5)
+    stack = await stack_factory(series=store)
+    async with stack.sessions.begin() as session:
+        server = await new_server(
+            session, status=ServerStatus.READY, owner="alice", internal_url=runtime.url
+        )
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("alice"), max_retries=0
+    )
+    targets = {server: runtime.url}
+    await sample_once(store, lambda: targets, stack.http)
+    for _ in range(4):
+        await client.completions.create(model="demo", prompt="ab", max_tokens=24)
+        await asyncio.sleep(0.3)
+        await sample_once(store, lambda: targets, stack.http)
+
+    answer = await stack.http.get(
+        f"{stack.api}/servers/{server}/series", headers=stack.auth("vic"), params={"minutes": 5}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["t"]) == 4 and body["t"] == sorted(body["t"])
+    tokens = body["series"]["tokens_per_second"]
+    assert all(t is not None and t > 0 for t in tokens), tokens
+    assert all(v is not None and v > 0 for v in body["series"]["ttft_p50_seconds"])
+    assert all(v is not None and v > 0 for v in body["series"]["memory_mb"])
+    assert body["series"]["slots_total"][-1] >= 1
+    missing = await stack.http.get(
+        f"{stack.api}/servers/{uuid.uuid4()}/series", headers=stack.auth("bob")
+    )
+    assert missing.status_code == 404
+
+
+async def test_without_a_metrics_source_the_api_says_which_setting_to_set(stack: Any) -> None:
+    async with stack.sessions.begin() as session:
+        server = await new_server(session, status=ServerStatus.READY, owner="alice")
+    answer = await stack.http.get(
+        f"{stack.api}/servers/{server}/series", headers=stack.auth("alice")
+    )
+    assert answer.status_code == 503 and "MODELSERVE_PROMETHEUS_URL" in answer.text

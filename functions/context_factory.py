@@ -20,6 +20,7 @@ from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import load_contract
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.kube import api_client
+from modelserve.shared.metrics import StepMetrics
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.factory import make_store
 from modelserve.shared.store.minio_store import make_minio_client
@@ -99,5 +100,5 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
         http=http,
         # Knative's SinkBinding injects K_SINK; this is the edge that reads it.
         publish=make_publisher(settings.broker_url or os.environ.get("K_SINK"), http),
-        registry=registry or CollectorRegistry(),
+        metrics=StepMetrics(registry or CollectorRegistry()),
     )

@@ -63,7 +63,7 @@ class StepHost:
 
     def metrics(self) -> tuple[bytes, str]:
         """The steps' metrics in Prometheus' text format, and its content type."""
-        return generate_latest(self.context.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.context.metrics.registry), CONTENT_TYPE_LATEST
 
     def close(self) -> None:
         async def shutdown() -> None:

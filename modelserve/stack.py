@@ -43,6 +43,7 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_synth import write_synthetic_gguf
+from modelserve.shared.metrics import BackendMetrics
 from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.factory import make_store
@@ -143,7 +144,7 @@ async def run_stack(
         root=settings.data_dir / "modelserves",
         sessions=sessions,
         log_dir=settings.data_dir / "logs",
-        registry=registry,
+        metrics=BackendMetrics(registry),
     )
     # The charts: Prometheus when one is named, else an hour of the stack's own samples.
     memory = MemorySeries()

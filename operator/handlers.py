@@ -38,10 +38,8 @@ class OperatorDeps:
     public_base_url: str
     metrics_interval: float = 30.0
     deployment_mode: str = "Serverless"  # Settings.kserve_deployment_mode
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # what is scraped
-
-    def __post_init__(self) -> None:
-        self.metrics = OperatorMetrics(self.registry)
+    # What is scraped; a field (not made in __post_init__), so replace() keeps it.
+    metrics: OperatorMetrics = field(default_factory=lambda: OperatorMetrics(CollectorRegistry()))
 
 
 def server_spec(

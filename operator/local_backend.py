@@ -127,10 +127,10 @@ class LocalBackend:
     env: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     servers: dict[uuid.UUID, Supervised] = field(default_factory=dict)
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # what is scraped
+    # What is scraped; a field (not made in __post_init__), so replace() keeps it.
+    metrics: BackendMetrics = field(default_factory=lambda: BackendMetrics(CollectorRegistry()))
 
     def __post_init__(self) -> None:
-        self.metrics = BackendMetrics(self.registry)
         self.metrics.running.set_function(self._running)
 
     def running_urls(self) -> dict[uuid.UUID, str]:

@@ -88,7 +88,7 @@ async def operate(
         return kopf.login_with_service_account(**_)
 
     scrape = (
-        start_http_server(metrics_address[1], metrics_address[0], registry=deps.registry)[0]
+        start_http_server(metrics_address[1], metrics_address[0], registry=deps.metrics.registry)[0]
         if metrics_address is not None
         else None
     )

@@ -241,6 +241,7 @@ class StepMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry  # what the functions' /metrics serves
         self.events = Counter(
             "modelserve_step_events",
             "Events a pipeline step handled, by step and outcome.",
@@ -264,6 +265,7 @@ class OperatorMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry  # what --metrics-port serves
         self.reconciles = Counter(
             "modelserve_operator_reconciles",
             "Handler runs, by handler and outcome.",
@@ -317,6 +319,7 @@ class BackendMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.starts = Counter(
             "modelserve_local_runtime_starts",
             "Runtime processes started.",

@@ -64,11 +64,9 @@ class StepContext:
     applier: Applier
     http: httpx.AsyncClient
     publish: Publish | None = None
-    # What the functions' /metrics serves (the embedded stack: the process's one).
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.metrics = StepMetrics(self.registry)
+    # What the functions' /metrics serves (the embedded stack: the process's registry).
+    # A field, not made in __post_init__: dataclasses.replace keeps the same one.
+    metrics: StepMetrics = field(default_factory=lambda: StepMetrics(CollectorRegistry()))
 
     def token_for(self, event: CloudEvent, role: Role | None = None) -> str | None:
         """A fresh pipeline token for the next event, or the incoming one if we can't sign.

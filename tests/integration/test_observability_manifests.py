@@ -10,18 +10,25 @@ schema is really enforced.
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modelserve.functions.api.series import promql
 from support.crds import install
 from support.kube import KubeCluster, ensure_namespace
 from support.kubectl import kubectl
 from support.procs import MissingService
-from support.services import unavailable
+from support.prometheus_server import promtool, start_prometheus
+from support.services import start_or_skip, unavailable
 from support.toolchain import ROOT, go_module
 
 pytestmark = pytest.mark.kube
@@ -81,3 +88,34 @@ def test_the_crd_schema_refuses_a_broken_pod_monitor(
         )
     assert refused.value.status == 422
     assert "portNumber" in str(refused.value.body)
+
+
+def test_the_alerts_pass_promtool(tmp_path: Path) -> None:
+    """Prometheus' own checker on the PrometheusRule's groups (PromQL, templates, fields)."""
+    tool = start_or_skip(promtool)
+    (rule,) = [d for d in yaml.safe_load_all((OBSERVABILITY / "rules.yaml").read_text()) if d]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [tool, "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+def test_every_dashboard_and_api_query_parses_in_a_real_prometheus() -> None:
+    """The Grafana panels' and the API's PromQL, asked of a real Prometheus (Grafana's
+    ``$__rate_interval`` and the server variable filled in as Grafana would)."""
+    dashboard = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    queries += list(promql(uuid.uuid4()).values())
+    prometheus = start_or_skip(lambda: start_prometheus({}))
+    try:
+        for query in queries:
+            filled = query.replace("$__rate_interval", "1m").replace("$server", ".*")
+            answer = httpx.get(
+                f"{prometheus.url}/api/v1/query", params={"query": filled}, timeout=10
+            ).json()
+            assert answer["status"] == "success", (filled, answer.get("error"))
+    finally:
+        prometheus.stop()

@@ -8,15 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from modelserve.functions.api.series import MemorySeries, sample_once
+from modelserve.functions.api.series import MemorySeries, PrometheusSeries, sample_once
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.metrics import documented_names
+from modelserve.shared.net import free_port
+from support.prometheus_server import start_prometheus
 from support.records import new_server
 from support.runtime import RuntimeServer, start_runtime
 from support.scrape import exposed_names, fetch, value
+from support.services import start_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +140,54 @@ async def test_without_a_metrics_source_the_api_says_which_setting_to_set(stack:
         f"{stack.api}/servers/{server}/series", headers=stack.auth("alice")
     )
     assert answer.status_code == 503 and "MODELSERVE_PROMETHEUS_URL" in answer.text
+
+
+async def test_a_server_s_series_from_a_real_prometheus(
+    stack_factory: Any, runtime: RuntimeServer
+) -> None:
+    """Kubernetes' way: Prometheus scrapes the runtime (labelled with its server, as
+    config/observability/'s PodMonitor does) and the gateway; the API asks it."""
+    port = free_port()  # Prometheus' address is wanted before it can start
+    http = httpx.AsyncClient()
+    stack = await stack_factory(series=PrometheusSeries(f"http://127.0.0.1:{port}", http, step=1))
+    async with stack.sessions.begin() as session:
+        server = await new_server(
+            session, status=ServerStatus.READY, owner="alice", internal_url=runtime.url
+        )
+    targets = {
+        runtime.url.removeprefix("http://"): {"server_uuid": str(server)},
+        stack.gateway.removeprefix("http://").rstrip("/"): {},
+    }
+    prometheus = await asyncio.to_thread(
+        start_or_skip, lambda: start_prometheus(targets, port=port)
+    )
+    try:
+        client = openai.AsyncOpenAI(
+            base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("alice"), max_retries=0
+        )
+
+        async def charted() -> dict[str, Any] | None:
+            await client.completions.create(model="demo", prompt="ab", max_tokens=24)
+            answer = await stack.http.get(
+                f"{stack.api}/servers/{server}/series",
+                headers=stack.auth("vic"),
+                params={"minutes": 5},
+            )
+            assert answer.status_code == 200, answer.text
+            series = answer.json()["series"]
+            wanted = ("tokens_per_second", "ttft_p95_seconds", "gateway_requests_per_second")
+            if all(any(v for v in series[name] if v) for name in wanted):
+                return dict(series)
+            return None
+
+        series = None
+        for _ in range(60):
+            if series := await charted():
+                break
+            await asyncio.sleep(0.5)
+        assert series is not None, "Prometheus never had the server's series"
+        assert max(v for v in series["memory_mb"] if v is not None) > 1
+        assert max(v for v in series["slots_total"] if v is not None) >= 1
+    finally:
+        await asyncio.to_thread(prometheus.stop)
+        await http.aclose()

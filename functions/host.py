@@ -131,8 +131,9 @@ def current() -> StepHost:
     if _host is not None:
         return _host
     from modelserve.functions.context_factory import build_context
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import load_settings
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     return start(lambda: build_context(load_settings()))

@@ -53,11 +53,12 @@ def up(
     """Run the whole embedded stack: API + gateway, broker, pipeline, local backend."""
     import asyncio
 
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import SettingsError
     from modelserve.stack import StackInfo, run_stack
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     def ready(info: StackInfo) -> None:
         lines = [
@@ -204,10 +205,11 @@ def operator_command(
     import asyncio
 
     from modelserve.operator.run import operate
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import SettingsError, load_settings
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         settings = load_settings()
     except SettingsError as exc:

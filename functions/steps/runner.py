@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle, logs
+from modelserve.shared import lifecycle, logs, tracing
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
@@ -104,16 +104,26 @@ async def run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepCont
     """Run ``handler`` once per event; every line it logs names the server, the
     event and its trace, and the step's metrics count what came of it."""
     started = time.perf_counter()
-    with logs.bound(
-        server_uuid=event.get("subject"),
-        event_id=event["id"],
-        trace_id=logs.trace_id(event.get(ev.TRACEPARENT_ATTRIBUTE)),
+    traceparent = event.get(ev.TRACEPARENT_ATTRIBUTE)
+    with (
+        logs.bound(
+            server_uuid=event.get("subject"),
+            event_id=event["id"],
+            trace_id=logs.trace_id(traceparent),
+        ),
+        tracing.continued(
+            f"step {step}",
+            traceparent,
+            server_uuid=str(event.get("subject")),
+            event_type=str(event["type"]),
+        ) as span,
     ):
         outcome = Outcome(500)
         try:
             outcome = await _run_step(step, handler, event, ctx)
             return outcome
         finally:
+            span.set_attribute("outcome", outcome.kind)
             ctx.metrics.events.labels(step, outcome.kind).inc()
             ctx.metrics.duration.labels(step).observe(time.perf_counter() - started)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from opentelemetry.trace import SpanKind
 
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server, ServerSeries
 from modelserve.functions.api.series import PrometheusError
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import Claims
 from modelserve.shared.db import repo
@@ -44,12 +45,20 @@ def router(deps: ApiDeps) -> APIRouter:
             role=role.value,
             namespace=body.namespace,
         )
+        with tracing.continued(
+            "serve", None, SpanKind.PRODUCER, server_uuid=str(server), model=body.model
+        ):
+            return await publish_serve(server, gateway, role, request, body)
+
+    async def publish_serve(
+        server: uuid.UUID, gateway: str, role: Role, request: ev.ServeRequest, body: ServeBody
+    ) -> ServeAccepted:
         async with deps.sessions.begin() as session:
             await lifecycle.create(
                 session,
                 server_uuid=server,
                 model_name=body.model,
-                owner=claims.subject,
+                owner=request.requested_by,
                 runtime_params=request.runtime_params,
                 replicas=body.replicas,
                 gateway_url=gateway,

@@ -21,6 +21,7 @@ from support.records import new_server
 from support.runtime import RuntimeServer, start_runtime
 from support.scrape import exposed_names, fetch, value
 from support.services import start_or_skip
+from support.traces import memory_exporter
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +192,21 @@ async def test_a_server_s_series_from_a_real_prometheus(
     finally:
         await asyncio.to_thread(prometheus.stop)
         await http.aclose()
+
+
+async def test_post_serve_opens_the_trace_its_event_carries(stack: Any) -> None:
+    spans = memory_exporter()
+    spans.clear()
+    accepted = await stack.http.post(
+        f"{stack.api}/serve", headers=stack.auth("alice"), json={"model": "demo"}
+    )
+    assert accepted.status_code == 202, accepted.text
+    (serve,) = [s for s in spans.get_finished_spans() if s.name == "serve"]
+    assert serve.context is not None
+    assert serve.attributes is not None
+    assert serve.attributes["server_uuid"] == accepted.json()["server_uuid"]
+    (event,) = stack.published
+    assert event["traceparent"].split("-")[1:3] == [
+        f"{serve.context.trace_id:032x}",
+        f"{serve.context.span_id:016x}",
+    ]

@@ -7,6 +7,7 @@ import os
 
 import httpx
 from cloudevents.http import CloudEvent
+from prometheus_client import CollectorRegistry
 
 from modelserve.functions.appliers import Applier, KubernetesApplier, LocalApplier
 from modelserve.functions.catalog.base import Catalog
@@ -19,6 +20,7 @@ from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import load_contract
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.kube import api_client
+from modelserve.shared.metrics import StepMetrics
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.factory import make_store
 from modelserve.shared.store.minio_store import make_minio_client
@@ -77,7 +79,8 @@ def make_publisher(url: str | None, http: httpx.AsyncClient) -> Publish | None:
     return publish
 
 
-def build_context(settings: Settings) -> StepContext:
+def build_context(settings: Settings, registry: CollectorRegistry | None = None) -> StepContext:
+    """The steps' context; ``registry`` is where their metrics go (a new one when None)."""
     sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
     http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=120), follow_redirects=False)
     issuer = (
@@ -97,4 +100,5 @@ def build_context(settings: Settings) -> StepContext:
         http=http,
         # Knative's SinkBinding injects K_SINK; this is the edge that reads it.
         publish=make_publisher(settings.broker_url or os.environ.get("K_SINK"), http),
+        metrics=StepMetrics(registry or CollectorRegistry()),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.security import auth_failure
@@ -41,6 +42,7 @@ from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
+from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
 log = logging.getLogger(__name__)
@@ -108,13 +110,34 @@ class GatewayDeps:
     auth_cache_ttl: float = 1.0
     usage: UsageRecorder | None = None  # default: one writing to ``sessions``
     max_body_bytes: int = 1024 * 1024  # settings.max_body_bytes
+    # What /metrics serves; the embedded stack passes the process's one.
+    registry: CollectorRegistry | None = None
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
             self.verifier, self.sessions, ttl=self.auth_cache_ttl
         )
-        self.recorder: UsageRecorder = self.usage or UsageRecorder(self.sessions)
+        self.metrics_registry = self.registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.metrics_registry)
+        self.recorder: UsageRecorder = self.usage or UsageRecorder(
+            self.sessions, registry=self.metrics_registry
+        )
         self.budgets = BudgetGate(self.sessions, self.recorder, ttl=self.auth_cache_ttl)
+
+
+@dataclass
+class _Seen:
+    """What the metrics of one request need: when it arrived, whose server it is."""
+
+    arrived: float
+    label: str = UNKNOWN_SERVER
+
+
+async def _counted(stream: AsyncIterator[bytes], counter: Any) -> AsyncIterator[bytes]:
+    """The request body as it streams upstream, its bytes counted on the way."""
+    async for chunk in stream:
+        counter.inc(len(chunk))
+        yield chunk
 
 
 def over_budget(exc: OverBudget) -> JSONResponse:
@@ -142,15 +165,16 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        """Tokens per server, user and key, for Prometheus."""
-        return Response(generate_latest(deps.recorder.registry), media_type=CONTENT_TYPE_LATEST)
+        """Requests, latency, bytes and streams per server; tokens per server, user and key."""
+        return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def upstream_url(server: uuid.UUID) -> str:
+    async def upstream_url(server: uuid.UUID, seen: _Seen) -> str:
         async with deps.sessions() as session:
             try:
                 record = await repo.get_server(session, server)
             except repo.NotFound:
                 raise HTTPException(404, f"no server {server}") from None
+        seen.label = str(server)  # it exists: a bounded label from here on
         status = ServerStatus(record.status)
         if status in GONE:
             raise HTTPException(
@@ -182,6 +206,20 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         "/{server_uuid}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     )
     async def proxy(server_uuid: str, path: str, request: Request) -> Response:
+        """Relay one request, counting it under its server once that server is known."""
+        seen = _Seen(time.perf_counter())
+        try:
+            response = await relay(server_uuid, path, request, seen)
+        except HTTPException as exc:
+            deps.metrics.requests.labels(seen.label, str(exc.status_code)).inc()
+            raise
+        except Exception:
+            deps.metrics.requests.labels(seen.label, "500").inc()
+            raise
+        deps.metrics.requests.labels(seen.label, str(response.status_code)).inc()
+        return response
+
+    async def relay(server_uuid: str, path: str, request: Request, seen: _Seen) -> Response:
         try:
             server = uuid.UUID(server_uuid)
         except ValueError:
@@ -204,13 +242,15 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                     503, "too many requests wait on this budget", headers={"Retry-After": "5"}
                 ) from None
         try:
-            base = await upstream_url(server)
+            base = await upstream_url(server, seen)
+            label = seen.label
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             hide_usage = False
-            content: Any = request.stream()
+            content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
             if metered:
                 prepared = prepare_request(path, await request.body())
                 content, hide_usage = prepared.body, prepared.hide_usage
+                deps.metrics.request_bytes.labels(label).inc(len(content))
                 headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
             upstream = deps.http.build_request(
                 request.method,
@@ -219,6 +259,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 headers=headers,
                 content=content,
             )
+            deps.metrics.added_latency.labels(label).observe(time.perf_counter() - seen.arrived)
             try:
                 response = await deps.http.send(upstream, stream=True)
             except httpx.TransportError as exc:
@@ -238,15 +279,20 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             else None
         )
         streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+        relayed = deps.metrics.response_bytes.labels(label)
+        streams = deps.metrics.streams.labels(label)
 
         async def body() -> AsyncIterator[bytes]:
+            if streaming:  # counted from the first read: a body never read ends nothing
+                streams.inc()
             try:
                 async for chunk in response.aiter_raw():
-                    if meter is None:
-                        yield chunk
-                    elif passed := meter.feed(chunk):
+                    passed = chunk if meter is None else meter.feed(chunk)
+                    if passed:
+                        relayed.inc(len(passed))
                         yield passed
                 if meter is not None and (rest := meter.rest()):
+                    relayed.inc(len(rest))
                     yield rest
             except httpx.HTTPError as exc:  # the runtime died mid-body
                 log.warning("server %s broke off a response: %r", server, exc)
@@ -255,6 +301,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 if streaming:
                     yield _stream_error(server, exc)
             finally:
+                if streaming:
+                    streams.dec()
                 await response.aclose()  # a client that left stops the runtime's work
                 tokens = 0
                 if meter is not None:  # a cut stream counts what was sent

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from modelserve.functions.steps.context import StepContext
@@ -59,6 +60,10 @@ class StepHost:
             return outcome.status, {"content-type": "text/plain"}, text
         reply_headers, reply_body = ev.encode_binary(outcome.reply)
         return outcome.status, reply_headers, reply_body
+
+    def metrics(self) -> tuple[bytes, str]:
+        """The steps' metrics in Prometheus' text format, and its content type."""
+        return generate_latest(self.context.metrics.registry), CONTENT_TYPE_LATEST
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -126,8 +131,9 @@ def current() -> StepHost:
     if _host is not None:
         return _host
     from modelserve.functions.context_factory import build_context
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import load_settings
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     return start(lambda: build_context(load_settings()))

@@ -15,9 +15,10 @@ import httpx
 from fastapi import FastAPI
 
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.series import PrometheusSeries
 from modelserve.functions.context_factory import make_applier, make_catalog, make_publisher
 from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
-from modelserve.shared import logs
+from modelserve.shared import logs, tracing
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
@@ -27,6 +28,7 @@ from modelserve.shared.store.factory import make_store
 
 def api() -> FastAPI:
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     settings = load_settings()
     http = httpx.AsyncClient(timeout=30)
     publish = make_publisher(settings.broker_url or os.environ.get("K_SINK"), http)
@@ -44,6 +46,11 @@ def api() -> FastAPI:
             applier=make_applier(settings),
             store=make_store(settings),
             dashboard_dir=settings.dashboard_dir,
+            series=(
+                PrometheusSeries(str(settings.prometheus_url), http)
+                if settings.prometheus_url
+                else None
+            ),
         )
     )
 
@@ -59,6 +66,7 @@ def api() -> FastAPI:
 
 def gateway() -> FastAPI:
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     settings = load_settings()
     return create_gateway(
         GatewayDeps(

@@ -4,7 +4,8 @@
 
 Each target takes the CloudEvent of an HTTP request (binary or structured mode)
 and answers with the next event in binary mode, 202 when the chain ends here,
-or an error status Knative Eventing understands (see steps/runner.py). The
+or an error status Knative Eventing understands (see steps/runner.py). A GET of
+``/metrics`` on the same port answers with the steps' Prometheus metrics. The
 ``http`` signature is used because the ``cloud_event`` one discards the return
 value, so it could not reply with an event.
 
@@ -35,6 +36,9 @@ def _too_large() -> flask.Response:
 
 
 def _serve(step: str, request: flask.Request) -> flask.Response:
+    if request.method == "GET" and request.path == "/metrics":  # Prometheus' scrape
+        text, content_type = host.current().metrics()
+        return flask.Response(text, status=200, content_type=content_type)
     length = request.content_length
     if length is not None and length > MAX_EVENT_BYTES:
         return _too_large()

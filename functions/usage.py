@@ -22,10 +22,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.shared.db import repo
+from modelserve.shared.metrics import UsageMetrics
 
 METERED = ("chat/completions", "completions")
 MAX_JSON_BYTES = 8 * 1024 * 1024
@@ -151,25 +152,7 @@ class UsageRecorder:
         # what is still in memory sees each token exactly once.
         self.writing = asyncio.Lock()
         self.registry = registry or CollectorRegistry()
-        labels = ["server", "user", "key"]
-        self.prompt = Counter(
-            "modelserve_gateway_prompt_tokens",
-            "Prompt tokens through the gateway.",
-            labels,
-            registry=self.registry,
-        )
-        self.completion = Counter(
-            "modelserve_gateway_completion_tokens",
-            "Completion tokens through the gateway.",
-            labels,
-            registry=self.registry,
-        )
-        self.requests = Counter(
-            "modelserve_gateway_metered_requests",
-            "Metered requests through the gateway.",
-            labels,
-            registry=self.registry,
-        )
+        self.metrics = UsageMetrics(self.registry)
 
     def record(
         self, server: uuid.UUID, user: str, key_id: str | None, prompt: int, completion: int
@@ -181,9 +164,9 @@ class UsageRecorder:
         counts.prompt_tokens += prompt
         counts.completion_tokens += completion
         labels = (str(server), user, key_id or "")
-        self.prompt.labels(*labels).inc(prompt)
-        self.completion.labels(*labels).inc(completion)
-        self.requests.labels(*labels).inc()
+        self.metrics.prompt.labels(*labels).inc(prompt)
+        self.metrics.completion.labels(*labels).inc(completion)
+        self.metrics.requests.labels(*labels).inc()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 

@@ -53,11 +53,12 @@ def up(
     """Run the whole embedded stack: API + gateway, broker, pipeline, local backend."""
     import asyncio
 
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import SettingsError
     from modelserve.stack import StackInfo, run_stack
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     def ready(info: StackInfo) -> None:
         lines = [
@@ -193,6 +194,9 @@ def operator_command(
     ] = None,
     webhook_cert: Annotated[Path | None, typer.Option(help="Webhook TLS certificate.")] = None,
     webhook_key: Annotated[Path | None, typer.Option(help="Webhook TLS private key.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port.")
+    ] = None,
 ) -> None:
     """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
 
@@ -201,10 +205,11 @@ def operator_command(
     import asyncio
 
     from modelserve.operator.run import operate
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
     from modelserve.shared.settings import SettingsError, load_settings
 
     logs.configure()
+    tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -221,7 +226,10 @@ def operator_command(
             certfile=str(webhook_cert),
             pkeyfile=str(webhook_key),
         )
-    asyncio.run(operate(settings, post_events=post_events, webhook=webhook))
+    metrics = ("0.0.0.0", metrics_port) if metrics_port is not None else None  # noqa: S104
+    asyncio.run(
+        operate(settings, post_events=post_events, webhook=webhook, metrics_address=metrics)
+    )
 
 
 register(app)

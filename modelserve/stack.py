@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer
 
 from modelserve import resources
 from modelserve.functions import host
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.series import MemorySeries, PrometheusSeries, Series, sample_forever
 from modelserve.functions.appliers import LocalApplier
 from modelserve.functions.broker import triggers
 from modelserve.functions.broker.broker import EmbeddedBroker
@@ -41,6 +43,7 @@ from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_synth import write_synthetic_gguf
+from modelserve.shared.metrics import BackendMetrics
 from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.factory import make_store
@@ -98,8 +101,10 @@ class StackInfo:
     admin_username: str = "admin"
 
 
-def _serve_functions(settings: Settings) -> tuple[dict[str, str], list[BaseWSGIServer]]:
-    host.start(lambda: build_context(settings))
+def _serve_functions(
+    settings: Settings, registry: CollectorRegistry
+) -> tuple[dict[str, str], list[BaseWSGIServer]]:
+    host.start(lambda: build_context(settings, registry))
     return host.serve_functions()
 
 
@@ -128,14 +133,23 @@ async def run_stack(
     if not (catalog_dir / "demo.gguf").exists():
         write_synthetic_gguf(catalog_dir / "demo.gguf", "tiny", name="demo")
 
+    # One registry for the whole process: the public /metrics shows the API, the
+    # gateway, the steps and the local backend together.
+    registry = CollectorRegistry()
     http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
-    function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings)
+    function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings, registry)
     rules = triggers.pipeline_rules(resources.config_dir())
     broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
     backend = LocalBackend(
         root=settings.data_dir / "modelserves",
         sessions=sessions,
         log_dir=settings.data_dir / "logs",
+        metrics=BackendMetrics(registry),
+    )
+    # The charts: Prometheus when one is named, else an hour of the stack's own samples.
+    memory = MemorySeries()
+    series: Series = (
+        PrometheusSeries(str(settings.prometheus_url), http) if settings.prometheus_url else memory
     )
     issuer, verifier = TokenIssuer.from_settings(settings), TokenVerifier.from_settings(settings)
     # One credential cache for both: a revocation through the API is seen at once.
@@ -152,6 +166,8 @@ async def run_stack(
             make_store(settings),
             settings.dashboard_dir or resources.dashboard_dir(),
             access_guard=guard,
+            registry=registry,
+            series=series,
         )
     )
 
@@ -166,6 +182,7 @@ async def run_stack(
         wake,
         access_guard=guard,
         max_body_bytes=settings.max_body_bytes,
+        registry=registry,
     )
     gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(
@@ -190,6 +207,12 @@ async def run_stack(
         asyncio.create_task(ingress.serve()),
         asyncio.create_task(backend.run(backend_stop)),
     ]
+    if series is memory:
+        tasks.append(
+            asyncio.create_task(
+                sample_forever(memory, backend.running_urls, http, backend_stop, registry)
+            )
+        )
     serving = asyncio.create_task(public.serve())
     try:
         while not public.started:

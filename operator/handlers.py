@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.kserve.inference_service import ServerSpec, build_inference_service
@@ -22,6 +23,7 @@ from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.metrics import OperatorMetrics
 from modelserve.shared.quantity import cpu_cores, memory_bytes
 
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -36,6 +38,8 @@ class OperatorDeps:
     public_base_url: str
     metrics_interval: float = 30.0
     deployment_mode: str = "Serverless"  # Settings.kserve_deployment_mode
+    # What is scraped; a field (not made in __post_init__), so replace() keeps it.
+    metrics: OperatorMetrics = field(default_factory=lambda: OperatorMetrics(CollectorRegistry()))
 
 
 def server_spec(
@@ -69,6 +73,8 @@ async def _move(
         return None
     if not moved:
         log.info("server %s is %s; not moving it to %s", server, moved.status, status)
+    elif status is ServerStatus.FAILED:
+        deps.metrics.servers_failed.inc()
     return moved
 
 
@@ -117,6 +123,12 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     async def reconcile(
         *, body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, **_: Any
     ) -> None:
+        with deps.metrics.track("reconcile", kopf.TemporaryError):
+            await _reconcile(body, name, namespace, patch)
+
+    async def _reconcile(
+        body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch
+    ) -> None:
         assert namespace is not None  # ModelServe is namespaced
         spec = ms.spec_of(dict(body))
         if await _status_of(deps, spec.server_uuid) in lifecycle.GONE - {ServerStatus.FAILED}:
@@ -161,6 +173,10 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     async def inference_service_changed(
         *, type: str, body: kopf.Body, namespace: str | None, **_: Any
     ) -> None:
+        with deps.metrics.track("inference_service_changed", kopf.TemporaryError):
+            await _inference_service_changed(type, body, namespace)
+
+    async def _inference_service_changed(type: str, body: kopf.Body, namespace: str | None) -> None:
         # type None is kopf's initial listing (after a restart): as good as a change.
         if type == "DELETED" or namespace is None:
             return
@@ -181,6 +197,10 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
 
     @kopf.on.delete(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
     async def deleted(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        with deps.metrics.track("deleted", kopf.TemporaryError):
+            await _deleted(body, name, namespace)
+
+    async def _deleted(body: kopf.Body, name: str, namespace: str | None) -> None:
         assert namespace is not None
         spec = ms.spec_of(dict(body))
         isvc_name = ms.resource_name(spec.server_uuid)
@@ -216,6 +236,10 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     @kopf.timer(ms.GROUP, ms.VERSION, ms.PLURAL, interval=deps.metrics_interval, registry=registry)
     async def usage(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
         """Memory and CPU from metrics.k8s.io when the cluster has it; unset otherwise."""
+        with deps.metrics.track("usage", kopf.TemporaryError):
+            await _usage(body, namespace)
+
+    async def _usage(body: kopf.Body, namespace: str | None) -> None:
         if namespace is None:
             return
         spec = ms.spec_of(dict(body))

@@ -33,12 +33,14 @@ from typing import Any
 
 import httpx
 import psutil
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.metrics import BackendMetrics
 from modelserve.shared.net import free_port
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,18 @@ class LocalBackend:
     env: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     servers: dict[uuid.UUID, Supervised] = field(default_factory=dict)
+    # What is scraped; a field (not made in __post_init__), so replace() keeps it.
+    metrics: BackendMetrics = field(default_factory=lambda: BackendMetrics(CollectorRegistry()))
+
+    def __post_init__(self) -> None:
+        self.metrics.running.set_function(self._running)
+
+    def running_urls(self) -> dict[uuid.UUID, str]:
+        """Each ready runtime's URL (what the embedded stack's charts scrape)."""
+        return {s: i.url for s, i in self.servers.items() if i.ready and i.url is not None}
+
+    def _running(self) -> int:
+        return sum(1 for i in self.servers.values() if i.process and i.process.poll() is None)
 
     # --- the desired state ----------------------------------------------------------
 
@@ -202,6 +216,7 @@ class LocalBackend:
             item.failed = "the server is gone"
             return
         item.process = _spawn(self._argv(item), item.log_path, {**os.environ, **self.env})
+        self.metrics.starts.inc()
         item.last_used = self.clock()
         deadline = self.clock() + self.startup_timeout
         async with httpx.AsyncClient(timeout=2) as http:
@@ -215,7 +230,7 @@ class LocalBackend:
                         await self._ready(item)
                         return
                 await asyncio.sleep(0.2)
-        await self._stop(item)
+        await self._stop(item, "timeout")
         await self._give_up(item, f"not ready within {self.startup_timeout:.0f}s")
 
     async def _ready(self, item: Supervised) -> None:
@@ -230,7 +245,7 @@ class LocalBackend:
             service_name=f"runtime-{item.spec.server_uuid}",
         ):  # deleted while it started: the next pass stops it
             item.ready = False
-            await self._stop(item)
+            await self._stop(item, "deleted")
             item.failed = "the server is gone"
 
     def _tail(self, item: Supervised, lines: int = 8) -> str:
@@ -244,6 +259,7 @@ class LocalBackend:
     async def _crashed(self, item: Supervised) -> None:
         code = item.process.returncode if item.process else None
         item.process, item.ready = None, False
+        self.metrics.exits.labels("crashed").inc()
         item.crashes += 1
         if code == USAGE_ERROR:  # bad parameters fail the same way every time
             await self._give_up(item, f"the runtime refused its parameters: {self._tail(item)}")
@@ -271,12 +287,14 @@ class LocalBackend:
             item.spec.server_uuid, ServerStatus.FAILED, status_message=reason, internal_url=None
         )
 
-    async def _stop(self, item: Supervised) -> None:
+    async def _stop(self, item: Supervised, reason: str) -> None:
+        """Stop the runtime; ``reason`` is the exit's label in the metrics."""
         process = item.process
         item.stopping, item.ready = True, False
         if process is None or process.poll() is not None:
             item.process = None
             return
+        self.metrics.exits.labels(reason).inc()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         for _ in range(100):
@@ -338,7 +356,7 @@ class LocalBackend:
             elif item.process is not None and item.process.poll() is not None:
                 await self._crashed(item)
             elif item.ready and self.clock() - item.last_used > spec.idle_timeout_seconds:
-                await self._stop(item)
+                await self._stop(item, "idle")
                 item.idle = True
                 await self._move(
                     server,
@@ -353,7 +371,7 @@ class LocalBackend:
             if item.starting is not None:
                 item.starting.cancel()
                 await asyncio.gather(item.starting, return_exceptions=True)
-            await self._stop(item)
+            await self._stop(item, "deleted")
             with contextlib.suppress(repo.NotFound):
                 await lifecycle.finish_deletion(self.sessions, server, "ModelServe deleted")
         await lifecycle.sweep_deletions(self.sessions, set(desired) | set(self.servers))
@@ -393,7 +411,7 @@ class LocalBackend:
         for item in self.servers.values():
             if item.starting is not None:
                 item.starting.cancel()
-            await self._stop(item)
+            await self._stop(item, "shutdown")
 
     # --- for the gateway ---------------------------------------------------------------------
 

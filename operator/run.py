@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from prometheus_client import start_http_server
 
 from modelserve.operator.admission import AdmissionDeps, register_admission
 from modelserve.operator.handlers import OperatorDeps, build_registry, sweep_deletions
@@ -44,8 +45,12 @@ async def operate(
     post_events: bool = True,
     metrics_interval: float = 30.0,
     webhook: kopf.WebhookServer | None = None,
+    metrics_address: tuple[str, int] | None = None,
 ) -> None:
     """Migrate the database, then run until ``stop_flag`` is set (or the process is signalled).
+
+    With ``metrics_address`` (host, port) the reconciles' metrics are served there
+    at ``/metrics`` for Prometheus (a small HTTP server on its own thread).
 
     On Kubernetes the operator is the one long-running process with a single
     replica (Recreate strategy), so it brings the schema to head before it
@@ -83,6 +88,11 @@ async def operate(
             return connection_from_kubeconfig(Path(kubeconfig))
         return kopf.login_with_service_account(**_)
 
+    scrape = (
+        start_http_server(metrics_address[1], metrics_address[0], registry=deps.metrics.registry)[0]
+        if metrics_address is not None
+        else None
+    )
     sweeper = asyncio.create_task(sweep_deletions(deps))
     try:
         await kopf.operator(
@@ -96,5 +106,8 @@ async def operate(
     finally:
         sweeper.cancel()
         await asyncio.gather(sweeper, return_exceptions=True)
+        if scrape is not None:
+            scrape.shutdown()
+            scrape.server_close()
         deps.api.close()
         await engine.dispose()

@@ -22,6 +22,7 @@ from cloudevents.http import CloudEvent, from_http
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelserve.shared import tracing
 from modelserve.shared.auth.tokens import Claims, TokenVerifier
 from modelserve.shared.db import repo
 
@@ -189,7 +190,10 @@ def make_event(
         "source": source,
         "subject": str(subject),
         "datacontenttype": "application/json",
-        TRACEPARENT_ATTRIBUTE: child_traceparent(
+        # The span making the event is its parent when tracing is on (one connected
+        # trace per serve); otherwise a new span id in the parent's trace.
+        TRACEPARENT_ATTRIBUTE: tracing.current_traceparent()
+        or child_traceparent(
             traceparent or (parent.get(TRACEPARENT_ATTRIBUTE) if parent else None)
         ),
     }

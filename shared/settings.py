@@ -229,6 +229,11 @@ class Settings(BaseSettings):
     """The built dashboard (``dashboard/dist``) the API serves at ``/``; ``modelserve up``
     uses the repository's when unset."""
 
+    prometheus_url: AnyHttpUrl | None = None
+    """Prometheus' base URL (``http://prometheus.monitoring:9090``): the API reads a
+    server's charts from its HTTP API. Unset, the embedded stack keeps an hour in
+    memory and the API on Kubernetes has no charts."""
+
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         if self.dev:

@@ -99,6 +99,13 @@ export interface Usage {
   completion_tokens: number;
 }
 
+/** A server's charts (`GET /servers/{uuid}/series`): `t` in Unix seconds, oldest first. */
+export interface ServerSeries {
+  step_seconds: number;
+  t: number[];
+  series: Record<string, (number | null)[]>;
+}
+
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
@@ -212,6 +219,10 @@ export class Api {
   usage(serverUuid: string, since: string, signal?: AbortSignal): Promise<Usage> {
     const query = `server_uuid=${encodeURIComponent(serverUuid)}&since=${encodeURIComponent(since)}`;
     return this.request("GET", `/usage?${query}`, undefined, signal);
+  }
+
+  series(serverUuid: string, minutes: number, signal?: AbortSignal): Promise<ServerSeries> {
+    return this.request("GET", `/servers/${encodeURIComponent(serverUuid)}/series?minutes=${minutes}`, undefined, signal);
   }
 
   /** Status changes as they happen (`GET /events`), until `signal` aborts. */

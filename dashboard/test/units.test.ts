@@ -85,3 +85,20 @@ describe("violationsByField", () => {
     });
   });
 });
+
+import { CHARTS, chartData } from "../src/components/ServerCharts";
+
+describe("chartData", () => {
+  it("scales each line and keeps gaps as null", () => {
+    const ttft = CHARTS.find((c) => c.title === "Time to first token")!;
+    const data = chartData(
+      { step_seconds: 5, t: [10, 15], series: { ttft_p50_seconds: [0.02, null], ttft_p95_seconds: [0.05, 0.1] } },
+      ttft,
+    );
+    expect(data).toEqual([
+      [10, 15],
+      [20, null],
+      [50, 100],
+    ]);
+  });
+});

@@ -9,11 +9,14 @@ status change in ``shared/lifecycle.py``.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelserve.functions.api.dashboard import mount_dashboard
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.routes import auth, events, keys, models, servers, usage, users
 from modelserve.functions.limits import BodyLimit, Scope
+from modelserve.shared.metrics import ApiInstrumentation
 
 __all__ = ["ApiDeps", "create_app"]
 
@@ -35,6 +38,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["meta"], include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus' scrape: the API's requests (and, embedded, every other part's)."""
+        return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/status", tags=["meta"], include_in_schema=False)
     async def status_alias() -> dict[str, str]:  # the old deployment's health path
         return await healthz()
@@ -47,4 +55,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.state.server_feed = events.Feed(deps.sessions)  # one poll for all /events streams
     app.include_router(events.router(deps, app.state.server_feed))
     mount_dashboard(app, deps.dashboard_dir)  # last: API routes match first
+    app.add_middleware(ApiInstrumentation, metrics=deps.metrics)
     return app

@@ -83,6 +83,15 @@ class Server(BaseModel):
         return cls.model_validate(record, from_attributes=True)
 
 
+class ServerSeries(BaseModel):
+    """A server's charts: ``t`` (Unix seconds, oldest first) and one list per figure,
+    ``null`` where there is no value (no tokens in that interval: no latency)."""
+
+    step_seconds: float
+    t: list[float]
+    series: dict[str, list[float | None]]
+
+
 class Model(BaseModel):
     model_uuid: uuid.UUID
     model_name: str

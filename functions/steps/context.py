@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from cloudevents.http import CloudEvent
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.appliers import Applier
@@ -19,6 +20,7 @@ from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.contract import ResourceContract
 from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.metrics import StepMetrics
 from modelserve.shared.settings import Settings
 from modelserve.shared.store.base import ObjectStore
 
@@ -62,6 +64,9 @@ class StepContext:
     applier: Applier
     http: httpx.AsyncClient
     publish: Publish | None = None
+    # What the functions' /metrics serves (the embedded stack: the process's registry).
+    # A field, not made in __post_init__: dataclasses.replace keeps the same one.
+    metrics: StepMetrics = field(default_factory=lambda: StepMetrics(CollectorRegistry()))
 
     def token_for(self, event: CloudEvent, role: Role | None = None) -> str | None:
         """A fresh pipeline token for the next event, or the incoming one if we can't sign.

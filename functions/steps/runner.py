@@ -9,6 +9,7 @@ will never work (not retried), 401/403 for a bad token, 503 for "try again"
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle, logs
+from modelserve.shared import lifecycle, logs, tracing
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
@@ -36,6 +37,20 @@ class Outcome:
     status: int
     reply: CloudEvent | None = None
     message: str = ""
+    duplicate: bool = False  # answered as an earlier delivery was
+
+    @property
+    def kind(self) -> str:
+        """The ``outcome`` label of ``modelserve_step_events_total``."""
+        if self.duplicate:
+            return "duplicate"
+        if self.status >= 500:  # Knative Eventing redelivers these
+            return "retry"
+        if self.status >= 400:
+            return "refused"
+        if self.reply is None:
+            return "acked"
+        return "failed" if self.reply["type"] == ev.SERVE_FAILED else "ok"
 
 
 def _request_of(event: CloudEvent) -> ev.ServeRequest | None:
@@ -79,21 +94,38 @@ async def _fail(
     return ctx.reply(step, event, ev.SERVE_FAILED, data)
 
 
-def _stored(reply: dict[str, Any] | None) -> Outcome:
+def _stored(reply: dict[str, Any] | None, *, duplicate: bool = False) -> Outcome:
     if reply is None:
-        return Outcome(202)
-    return Outcome(200, from_dict(reply))
+        return Outcome(202, duplicate=duplicate)
+    return Outcome(200, from_dict(reply), duplicate=duplicate)
 
 
 async def run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepContext) -> Outcome:
     """Run ``handler`` once per event; every line it logs names the server, the
-    event and its trace."""
-    with logs.bound(
-        server_uuid=event.get("subject"),
-        event_id=event["id"],
-        trace_id=logs.trace_id(event.get(ev.TRACEPARENT_ATTRIBUTE)),
+    event and its trace, and the step's metrics count what came of it."""
+    started = time.perf_counter()
+    traceparent = event.get(ev.TRACEPARENT_ATTRIBUTE)
+    with (
+        logs.bound(
+            server_uuid=event.get("subject"),
+            event_id=event["id"],
+            trace_id=logs.trace_id(traceparent),
+        ),
+        tracing.continued(
+            f"step {step}",
+            traceparent,
+            server_uuid=str(event.get("subject")),
+            event_type=str(event["type"]),
+        ) as span,
     ):
-        return await _run_step(step, handler, event, ctx)
+        outcome = Outcome(500)
+        try:
+            outcome = await _run_step(step, handler, event, ctx)
+            return outcome
+        finally:
+            span.set_attribute("outcome", outcome.kind)
+            ctx.metrics.events.labels(step, outcome.kind).inc()
+            ctx.metrics.duration.labels(step).observe(time.perf_counter() - started)
 
 
 async def _run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepContext) -> Outcome:
@@ -107,7 +139,7 @@ async def _run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepCon
         seen = await repo.processed_event(session, event["source"], event["id"])
     if seen is not None:
         log.info("%s: %s/%s handled before; answering as then", step, event["source"], event["id"])
-        return _stored(seen.reply)
+        return _stored(seen.reply, duplicate=True)
     try:
         reply = await handler(event, ctx)
     except ev.EventError as exc:
@@ -136,5 +168,5 @@ async def _run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepCon
         )
         if not first:  # a concurrent delivery finished first: answer as it did
             seen = await repo.processed_event(session, event["source"], event["id"])
-            return _stored(seen.reply if seen else stored)
+            return _stored(seen.reply if seen else stored, duplicate=True)
     return _stored(stored)

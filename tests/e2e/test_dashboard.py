@@ -289,3 +289,37 @@ def test_a_key_from_the_server_page(browser: Browser, up: Up, shots: Path) -> No
             json={"model": "demo", "prompt": "Hello", "max_tokens": 5},
         )
         assert refused.status_code == 401
+
+
+def test_a_server_s_charts_move_under_traffic(browser: Browser, up: Up, shots: Path) -> None:
+    server = serve_ready(up)
+    busy = threading.Thread(target=keep_busy, args=(up, server, 60), daemon=True)
+    busy.start()
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, up)
+    page.goto(f"{up.url}/#/servers/{server}")
+    tokens = page.locator("figure[data-chart='tokens_per_second']")
+    expect(tokens.locator("canvas").first).to_be_visible(timeout=60_000)
+
+    def points() -> int:
+        return int(tokens.get_attribute("data-points") or 0)
+
+    first = points()
+    deadline = time.monotonic() + 45
+    while points() < max(first + 1, 5):  # a new sample every 5 s: the chart moves
+        assert time.monotonic() < deadline, f"the chart went from {first} to {points()} points"
+        page.wait_for_timeout(500)
+    # Under traffic the latest rate is above zero, and the latency charts have values.
+    expect(tokens.locator("figcaption")).to_contain_text(re.compile(r"· [1-9][0-9.]* tokens/s"))
+    expect(page.locator("figure[data-chart='ttft_p50_seconds'] figcaption")).to_contain_text("ms")
+    snap(page, shots, "12-server-charts")
+
+    page.goto(f"{up.url}/#/servers")
+    spark = page.locator(f"tr[data-server='{server}'] svg.sparkline")
+    expect(spark).to_be_visible(timeout=20_000)
+    assert int(spark.get_attribute("data-points") or 0) >= 2
+    snap(page, shots, "13-servers-sparklines")
+    busy.join(90)
+    assert errors == [], errors

@@ -16,7 +16,9 @@ import openai
 import psutil
 import pytest
 
+from modelserve.shared.metrics import documented_names
 from modelserve.shared.net import free_port
+from support.scrape import exposed_names, fetch, value
 from support.stack import serve_and_wait, stack
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +58,17 @@ def test_up_serve_chat_restart(tmp_path: Path) -> None:
             refused.models.list()
         children = descendants(process.pid)
         assert any("runtime" in " ".join(c.cmdline()) for c in children)
+
+        # One /metrics on the public port shows every part of the process.
+        text = fetch(f"{url}/metrics")
+        parts = ("api", "gateway", "usage", "steps", "backend")
+        assert exposed_names(text) == set().union(*(documented_names(p) for p in parts))
+        assert value(text, "modelserve_gateway_requests_total", server_uuid=str(server)) == 1
+        assert value(text, "modelserve_step_events_total", step="apply", outcome="ok") == 1
+        assert value(text, "modelserve_local_runtime_starts_total") == 1
+        assert value(text, "modelserve_local_runtimes_running") == 1
+        served = value(text, "modelserve_api_requests_total", route="/serve", code="202")
+        assert served == 1
 
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
         assert process.wait(60) == 0

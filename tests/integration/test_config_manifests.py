@@ -47,6 +47,13 @@ KUBERNETES_KINDS = {
 }
 
 
+PROMETHEUS_OPERATOR_KINDS = {
+    "PodMonitor": "podmonitors",
+    "ServiceMonitor": "servicemonitors",
+    "PrometheusRule": "prometheusrules",
+}
+
+
 def knative(kind: str) -> Path:
     try:
         serving = go_module("knative.dev/serving", "KNATIVE_SERVING_VERSION")
@@ -59,6 +66,15 @@ def knative(kind: str) -> Path:
         except MissingService as exc:
             unavailable(str(exc))
         return istio / "kubernetes" / "customresourcedefinitions.gen.yaml"
+    if kind in PROMETHEUS_OPERATOR_KINDS:  # config/observability/
+        try:
+            operator = go_module(
+                "github.com/prometheus-operator/prometheus-operator", "PROMETHEUS_OPERATOR_VERSION"
+            )
+        except MissingService as exc:
+            unavailable(str(exc))
+        crds = operator / "example" / "prometheus-operator-crd"
+        return crds / f"monitoring.coreos.com_{PROMETHEUS_OPERATOR_KINDS[kind]}.yaml"
     return {
         "Service": serving / "config/core/300-resources/service.yaml",
         "Broker": eventing / "config/core/resources/broker.yaml",
@@ -102,17 +118,20 @@ def test_the_walker_catches_a_misspelt_field() -> None:
     ]
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    listed = yaml.safe_load((CONFIG / "kustomization.yaml").read_text())["resources"]
+@pytest.mark.parametrize("folder", [CONFIG, CONFIG / "observability"])
+def test_kustomization_lists_every_manifest(folder: Path) -> None:
+    """config/ lists everything but the options and observability/ (its own
+    kustomization, applied where the Prometheus Operator's CRDs exist)."""
+    listed = yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
     files = {
-        p.relative_to(CONFIG).as_posix()
-        for p in CONFIG.rglob("*.yaml")
-        if not p.relative_to(CONFIG).as_posix().startswith("optional/")
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*.yaml")
+        if not p.relative_to(folder).as_posix().startswith(("optional/", "observability/"))
     }
     files.discard("kustomization.yaml")
     assert files <= set(listed)
     for entry in listed:
-        assert (CONFIG / entry).exists(), entry
+        assert (folder / entry).exists(), entry
 
 
 def test_every_step_has_one_trigger_and_one_service() -> None:

@@ -15,7 +15,11 @@ from modelserve.shared.settings import Settings
 
 @contextmanager
 def running_operator(
-    settings: Settings, webhook: kopf.WebhookServer | None = None, *, post_events: bool = False
+    settings: Settings,
+    webhook: kopf.WebhookServer | None = None,
+    *,
+    post_events: bool = False,
+    metrics_address: tuple[str, int] | None = None,
 ) -> Iterator[None]:
     """The operator in a thread until the block ends; Events are posted only when asked."""
     stop, ready = threading.Event(), threading.Event()
@@ -28,6 +32,7 @@ def running_operator(
                 post_events=post_events,
                 metrics_interval=1,
                 webhook=webhook,
+                metrics_address=metrics_address,
             )
         ),
         daemon=True,

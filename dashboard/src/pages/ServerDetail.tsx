@@ -1,6 +1,7 @@
 import { useState } from "react";
 import { ApiError } from "../api";
 import { CopyBlock } from "../components/CopyBlock";
+import { ServerCharts } from "../components/ServerCharts";
 import { ServerKeys } from "../components/ServerKeys";
 import { ServerUsage } from "../components/ServerUsage";
 import { StatusBadge } from "../components/StatusBadge";
@@ -133,6 +134,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
         </div>
       </div>
       {!gone && server.status !== "failed" && <ServerKeys serverUuid={uuid} />}
+      {!gone && server.status !== "failed" && <ServerCharts serverUuid={uuid} />}
       {!gone && server.status !== "failed" && <ServerUsage serverUuid={uuid} />}
     </section>
   );

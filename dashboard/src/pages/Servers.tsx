@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
 import type { Server } from "../api";
+import { Sparkline } from "../components/ServerCharts";
 import { StatusBadge } from "../components/StatusBadge";
 import { Empty, ErrorBox, Loading } from "../components/States";
 import { useApp } from "../context";
@@ -63,6 +64,7 @@ export function ServersPage() {
                 <th>Updated</th>
                 <th>Memory (now / max)</th>
                 <th>CPU</th>
+                <th>Tokens/s</th>
                 <th>Gateway URL</th>
               </tr>
             </thead>
@@ -101,6 +103,9 @@ export function ServersPage() {
                     {megabytes(s.memory_current_mb)} / {megabytes(s.memory_max_mb)}
                   </td>
                   <td data-label="CPU">{percent(s.cpu_usage_percent)}</td>
+                  <td data-label="Tokens/s">
+                    {s.status === "deleted" || s.status === "failed" ? "–" : <Sparkline serverUuid={s.server_uuid} />}
+                  </td>
                   <td data-label="Gateway URL" className="mono url-cell">
                     {s.gateway_url ? (
                       <a href={s.gateway_url} target="_blank" rel="noreferrer" onClick={(e) => e.stopPropagation()}>

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from opentelemetry.trace import SpanKind
 
 from modelserve.functions.api.deps import ApiDeps
-from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server
+from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server, ServerSeries
+from modelserve.functions.api.series import PrometheusError
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import Claims
 from modelserve.shared.db import repo
@@ -43,12 +45,20 @@ def router(deps: ApiDeps) -> APIRouter:
             role=role.value,
             namespace=body.namespace,
         )
+        with tracing.continued(
+            "serve", None, SpanKind.PRODUCER, server_uuid=str(server), model=body.model
+        ):
+            return await publish_serve(server, gateway, role, request, body)
+
+    async def publish_serve(
+        server: uuid.UUID, gateway: str, role: Role, request: ev.ServeRequest, body: ServeBody
+    ) -> ServeAccepted:
         async with deps.sessions.begin() as session:
             await lifecycle.create(
                 session,
                 server_uuid=server,
                 model_name=body.model,
-                owner=claims.subject,
+                owner=request.requested_by,
                 runtime_params=request.runtime_params,
                 replicas=body.replicas,
                 gateway_url=gateway,
@@ -116,6 +126,23 @@ def router(deps: ApiDeps) -> APIRouter:
     @api.get("/servers/{server_uuid}", response_model=Server)
     async def server(server_uuid: uuid.UUID, claims: Claims = viewer) -> Server:
         return Server.of(await one(server_uuid))
+
+    @api.get("/servers/{server_uuid}/series", response_model=ServerSeries)
+    async def server_series(
+        server_uuid: uuid.UUID,
+        claims: Claims = viewer,
+        minutes: int = Query(60, ge=1, le=60),
+    ) -> ServerSeries:
+        """The server's charts over the last ``minutes`` (tokens/s, latencies, slots,
+        memory, CPU): the embedded stack's own samples, or Prometheus' on Kubernetes."""
+        await one(server_uuid)
+        if deps.series is None:
+            raise HTTPException(503, "no metrics source: set MODELSERVE_PROMETHEUS_URL")
+        try:
+            window = await deps.series.window(server_uuid, minutes * 60.0)
+        except PrometheusError as exc:
+            raise HTTPException(502, str(exc)) from None
+        return ServerSeries(step_seconds=window.step_seconds, t=window.t, series=window.series)
 
     @api.delete("/servers/{server_uuid}", response_model=Server)
     async def delete_server(server_uuid: uuid.UUID, claims: Claims = operator) -> Server:

@@ -16,6 +16,7 @@ from cloudevents.http import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.series import Series
 from modelserve.functions.appliers import LocalApplier
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.gateway import GatewayDeps, Wake, create_gateway
@@ -78,6 +79,7 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
         store: ObjectStore | None = None,
         dashboard_dir: Path | None = None,
         sessions: async_sessionmaker[AsyncSession] | None = None,
+        series: Series | None = None,
         **settings_overrides: Any,
     ) -> Stack:
         """API and gateway on loopback; ``sessions`` picks another database (Postgres)."""
@@ -112,6 +114,7 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
             LocalApplier(tmp_path / "modelserves"),
             store or make_store(settings),
             dashboard_dir,
+            series=series,
         )
         api_app = create_app(api_deps)
         wakes: list[Any] = []

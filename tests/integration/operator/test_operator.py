@@ -24,6 +24,8 @@ from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.lifecycle import ServerStatus
+from modelserve.shared.metrics import documented_names
+from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from support.databases import create_postgres_database, drop_postgres_database
 from support.kube import ensure_namespace
@@ -31,6 +33,7 @@ from support.kubectl import KubeconfigFor
 from support.operator_harness import running_operator
 from support.postgres import PostgresServer
 from support.records import new_server, wait_for_status
+from support.scrape import exposed_names, fetch, value
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
@@ -187,6 +190,42 @@ async def test_operator_restarts_converge_without_a_second_inference_service(
         (again,) = isvcs(api, namespace)
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
     assert again["spec"] == first["spec"]
+
+
+async def test_operator_serves_its_reconciles_metrics(
+    api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
+) -> None:
+    settings, _ = env
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
+    _, manifest = modelserve_manifest(namespace)
+    objects = client.CustomObjectsApi(api)
+    port = free_port()
+    with running_operator(settings, metrics_address=("127.0.0.1", port)):
+        objects.create_namespaced_custom_object(
+            ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
+        )
+        await eventually(lambda: isvcs(api, namespace))
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def reconciled() -> str | None:
+            text = fetch(url)
+            ok = value(
+                text, "modelserve_operator_reconciles_total", handler="reconcile", outcome="ok"
+            )
+            return text if ok else None
+
+        text = await eventually(reconciled)
+    assert exposed_names(text) == documented_names("operator")
+    assert value(text, "modelserve_operator_reconciles_in_flight", handler="reconcile") == 0
+    count = value(text, "modelserve_operator_reconcile_duration_seconds_count", handler="reconcile")
+    assert count is not None and count >= 1
+    changed = value(
+        text,
+        "modelserve_operator_reconciles_total",
+        handler="inference_service_changed",
+        outcome="ok",
+    )
+    assert changed is not None and changed >= 1  # the InferenceService it made was seen
 
 
 SINCE = "2026-11-22T00:00:00Z"

@@ -19,9 +19,11 @@ from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.db.models import Role
+from modelserve.shared.metrics import documented_names
 from modelserve.shared.settings import Settings, load_settings
 from support.pipeline import Functions, running_functions
 from support.records import new_server
+from support.scrape import exposed_names, fetch, value
 
 REQUEST = ev.ServeRequest(model="nothing-here", requested_by="alice", role="operator")
 
@@ -134,3 +136,22 @@ def test_a_steps_log_lines_name_the_server_event_and_trace(
     assert getattr(again, "server_uuid", None) == str(server)
     assert getattr(again, "event_id", None) == event["id"]
     assert getattr(again, "trace_id", None) == event["traceparent"].split("-")[1]
+
+
+def test_a_function_serves_its_steps_metrics(local_pipeline: tuple[Settings, Functions]) -> None:
+    settings, functions = local_pipeline
+    issuer = TokenIssuer.from_settings(settings)
+    event = requested(issuer, record_server(settings))
+    assert post(functions, "modelserve-availability", event).status_code == 200
+    assert post(functions, "modelserve-availability", event).status_code == 200
+    refused = post(functions, "modelserve-availability", requested(issuer, uuid.uuid4(), None))
+    assert refused.status_code == 401
+
+    # Prometheus scrapes the function's own port (Knative's user-port) at /metrics.
+    text = fetch(functions.urls["modelserve-availability"] + "metrics")
+    assert exposed_names(text) == documented_names("steps")
+    events = "modelserve_step_events_total"
+    assert value(text, events, step="availability", outcome="ok") == 1
+    assert value(text, events, step="availability", outcome="duplicate") == 1
+    assert value(text, events, step="availability", outcome="refused") == 1
+    assert value(text, "modelserve_step_duration_seconds_count", step="availability") == 3

@@ -11,7 +11,9 @@ import httpx
 import openai
 import pytest
 
+from modelserve.shared.metrics import documented_names
 from support.runtime import RuntimeServer
+from support.scrape import exposed_names, fetch
 
 NO_EOS = {"2": -100}  # token 2 is </s>: suppressing it makes generations run to max_tokens
 
@@ -296,6 +298,8 @@ def test_metrics_count_tokens_and_latency(runtime: RuntimeServer) -> None:
     assert metric(runtime, "modelserve_inter_token_latency_seconds_count") >= 6
     assert metric(runtime, "modelserve_requests_running") == 0
     assert metric(runtime, "modelserve_requests_waiting") == 0
+    # Every name it serves is in the README's list, and every runtime name there is served.
+    assert exposed_names(fetch(f"{runtime.url}/metrics")) == documented_names("runtime")
 
 
 def test_stream_disconnect_stops_generation(runtime: RuntimeServer) -> None:

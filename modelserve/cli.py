@@ -196,6 +196,9 @@ def operator_command(
     ] = None,
     webhook_cert: Annotated[Path | None, typer.Option(help="Webhook TLS certificate.")] = None,
     webhook_key: Annotated[Path | None, typer.Option(help="Webhook TLS private key.")] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve kopf's health check (HTTP GET /healthz) on this port.")
+    ] = None,
 ) -> None:
     """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
 
@@ -225,7 +228,11 @@ def operator_command(
             certfile=str(webhook_cert),
             pkeyfile=str(webhook_key),
         )
-    asyncio.run(operate(settings, post_events=post_events, webhook=webhook))
+    # The kubelet probes it from outside the pod, hence every interface.
+    liveness = None if health_port is None else f"http://0.0.0.0:{health_port}/healthz"
+    asyncio.run(
+        operate(settings, post_events=post_events, webhook=webhook, liveness_endpoint=liveness)
+    )
 
 
 register(app)

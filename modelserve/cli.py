@@ -197,6 +197,9 @@ def operator_command(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port.")
     ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve kopf's health check (HTTP GET /healthz) on this port.")
+    ] = None,
 ) -> None:
     """Run the ModelServe operator (kopf): ModelServe -> KServe InferenceService.
 
@@ -227,8 +230,16 @@ def operator_command(
             pkeyfile=str(webhook_key),
         )
     metrics = ("0.0.0.0", metrics_port) if metrics_port is not None else None  # noqa: S104
+    # The kubelet probes it from outside the pod, hence every interface.
+    liveness = None if health_port is None else f"http://0.0.0.0:{health_port}/healthz"
     asyncio.run(
-        operate(settings, post_events=post_events, webhook=webhook, metrics_address=metrics)
+        operate(
+            settings,
+            post_events=post_events,
+            webhook=webhook,
+            metrics_address=metrics,
+            liveness_endpoint=liveness,
+        )
     )
 
 

@@ -46,11 +46,15 @@ async def operate(
     metrics_interval: float = 30.0,
     webhook: kopf.WebhookServer | None = None,
     metrics_address: tuple[str, int] | None = None,
+    liveness_endpoint: str | None = None,
 ) -> None:
     """Migrate the database, then run until ``stop_flag`` is set (or the process is signalled).
 
     With ``metrics_address`` (host, port) the reconciles' metrics are served there
     at ``/metrics`` for Prometheus (a small HTTP server on its own thread).
+    ``liveness_endpoint`` (``http://0.0.0.0:8081/healthz``): kopf's health server,
+    which answers only once the schema is migrated and the operator is running,
+    so the Deployment's probes see a started operator, not merely a process.
 
     On Kubernetes the operator is the one long-running process with a single
     replica (Recreate strategy), so it brings the schema to head before it
@@ -100,6 +104,7 @@ async def operate(
             settings=kopf_settings(post_events=post_events, webhook=webhook),
             clusterwide=True,
             standalone=True,
+            liveness_endpoint=liveness_endpoint,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )

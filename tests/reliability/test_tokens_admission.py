@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from integration.conftest import config_rbac, kube_admin, kubeconfig_for, modelserve_crds
 from integration.operator.conftest import api
 from integration.operator.test_admission import (
     Webhook,
@@ -37,10 +36,6 @@ from support.tokens import PIPELINE_DOOR_CASES, hostile_tokens
 
 __all__ = [
     "api",
-    "config_rbac",
-    "kube_admin",
-    "kubeconfig_for",
-    "modelserve_crds",
     "registered_webhooks",
     "webhook",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubernetes import client
 
@@ -61,3 +62,32 @@ def service_account_kubeconfig(
     finally:
         api.close()
     return cluster.token_kubeconfig(directory / f"{service_account}.kubeconfig", token)
+
+
+def service_account_mount(
+    cluster: KubeCluster, directory: Path, namespace: str, service_account: str
+) -> tuple[Path, dict[str, str]]:
+    """What a pod of ``service_account`` gets to log in with: a folder and two env values.
+
+    The folder holds ``token``, ``ca.crt`` and ``namespace``, as the kubelet
+    mounts them at /var/run/secrets/kubernetes.io/serviceaccount; the env is the
+    ``KUBERNETES_SERVICE_HOST``/``PORT`` the kubelet sets. In-cluster clients
+    (kopf, the kubernetes package) read exactly these. World-readable, for
+    containers that run as a non-root user.
+    """
+    api = cluster.admin_client()
+    try:
+        token = mint_token(api, namespace, service_account)
+    finally:
+        api.close()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "token").write_text(token)
+    (directory / "ca.crt").write_bytes(cluster.pki.ca_cert.read_bytes())
+    (directory / "namespace").write_text(namespace)
+    for path in [directory, *directory.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    url = urlsplit(cluster.url)
+    return directory, {
+        "KUBERNETES_SERVICE_HOST": str(url.hostname),
+        "KUBERNETES_SERVICE_PORT": str(url.port),
+    }

@@ -1,6 +1,6 @@
-"""Load: 100 concurrent streaming clients through the gateway, 200 open ``/events`` streams.
+"""Load: 100 and 300 concurrent streaming clients through the gateway, 200 open ``/events``.
 
-``modelserve up`` serves the demo model (4 slots, a 16-deep queue); 100 clients
+``modelserve up`` serves the demo model (4 slots, a 16-deep queue); 100 (then 300) clients
 stream chat completions through its gateway for ``--load-seconds`` (``LOAD_S``),
 each honouring ``Retry-After`` when told the server is busy. Meanwhile 200
 ``/events`` streams stay open and ``GET /servers`` is timed.
@@ -33,7 +33,7 @@ from support.reliability import Recorder
 from support.stack import stack
 
 pytestmark = pytest.mark.reliability("load")
-CLIENTS, EVENT_STREAMS = 100, 200
+EVENT_STREAMS = 200
 WAITING = re.compile(r"(\d+) are waiting \(the queue holds (\d+)\)")
 
 
@@ -129,12 +129,13 @@ async def timed_listing(http: httpx.AsyncClient, url: str, stop: asyncio.Event) 
     return timings
 
 
+@pytest.mark.parametrize("clients", [100, 300])
 async def test_load_through_the_gateway(
-    tmp_path: Path, reliability: Recorder, request: pytest.FixtureRequest
+    tmp_path: Path, reliability: Recorder, request: pytest.FixtureRequest, clients: int
 ) -> None:
     seconds: float = request.config.getoption("load_seconds", default=20.0)
     for name, checked in (
-        ("streams", f"{CLIENTS} clients for {seconds:g} s: no failure that should have worked"),
+        ("streams", f"{clients} clients for {seconds:g} s: no failure that should have worked"),
         (
             "busy answers",
             "every 503 carries Retry-After and never says more wait than the queue holds",
@@ -143,7 +144,7 @@ async def test_load_through_the_gateway(
         ("no growth", "fds, threads and RSS of the stack and the runtime back to before"),
     ):
         reliability.case(
-            f"load: {name}",
+            f"load ({clients} clients): {name}",
             injected="load through the gateway",
             checked=checked,
             outcome="survived",
@@ -182,7 +183,7 @@ async def test_load_through_the_gateway(
             listing = asyncio.create_task(timed_listing(http, "/servers", stop))
             tally = Tally()
             until = time.monotonic() + seconds
-            await asyncio.gather(*(client(http, url, until, tally) for _ in range(CLIENTS)))
+            await asyncio.gather(*(client(http, url, until, tally) for _ in range(clients)))
             stop.set()
             broken = [e for e in await asyncio.gather(*streams) if e]
             listed = await listing
@@ -201,8 +202,9 @@ async def test_load_through_the_gateway(
         if not (retry <= max(1, math.ceil(2 * real)) and retry >= real / 2):
             off.append((retry, round(real, 2)))
     reliability.note(
-        f"{len(tally.ok)} streams ok, {len(tally.busy)} busy (503 + Retry-After), "
-        f"{len(tally.failures)} failed; first byte p50 {percentile(ttfb, 50):.2f} s "
+        f"{clients} clients: {len(tally.ok)} streams ok, "
+        f"{len(tally.busy)} busy (503 + Retry-After), {len(tally.failures)} failed; "
+        f"first byte p50 {percentile(ttfb, 50):.2f} s "
         f"p99 {percentile(ttfb, 99):.2f} s; whole stream p50 {percentile(totals, 50):.2f} s "
         f"p99 {percentile(totals, 99):.2f} s; GET /servers under load p50 "
         f"{percentile(listed, 50) * 1000:.0f} ms p99 {percentile(listed, 99) * 1000:.0f} ms; "
@@ -210,10 +212,10 @@ async def test_load_through_the_gateway(
         f"(median ratio {statistics.median(ratios) if ratios else 0:.2f})"
     )
     reliability.figure(
-        "load",
+        f"load-{clients}",
         {
             "seconds": seconds,
-            "clients": CLIENTS,
+            "clients": clients,
             "ok": len(tally.ok),
             "busy": len(tally.busy),
             "failures": tally.failures[:20],

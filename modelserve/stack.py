@@ -48,6 +48,7 @@ from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.factory import make_store
 
+PUBLIC_KEEPALIVE_SECONDS = 75
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
@@ -195,6 +196,9 @@ async def run_stack(
             # An open dashboard holds /events (and maybe a chat stream) forever: Ctrl-C
             # must not wait for the browser to hang up.
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            # Longer than clients keep idle connections (httpx 5 s, browsers more), so a
+            # client never reuses one the server is closing at that very moment.
+            timeout_keep_alive=PUBLIC_KEEPALIVE_SECONDS,
         )
     )
     ingress = uvicorn.Server(

@@ -28,17 +28,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from integration.operator.conftest import api
-from integration.operator.test_operator import isvcs, modelserve_manifest
+from integration.operator.test_operator import a_pending_modelserve, isvcs
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
-from modelserve.shared.lifecycle import ServerStatus
 from support.databases import create_postgres_database, drop_postgres_database
-from support.kube import ensure_namespace
 from support.kubectl import KubeconfigFor
 from support.postgres import PostgresServer
-from support.records import new_server, wait_for_status
+from support.records import wait_for_status
 from support.reliability import Recorder
 from support.waiting import eventually
 
@@ -97,9 +95,6 @@ async def test_the_operator_killed_mid_reconcile_converges(
     engine = make_engine(url)
     await upgrade(engine)
     sessions = make_sessionmaker(engine)
-    namespace = ensure_namespace(api, f"rel-{secrets.token_hex(3)}")
-    spec, manifest = modelserve_manifest(namespace)
-    name = ms.resource_name(spec.server_uuid)
     env = {
         "MODELSERVE_MODE": "kubernetes",
         "MODELSERVE_DATABASE_URL": url,
@@ -120,11 +115,8 @@ async def test_the_operator_killed_mid_reconcile_converges(
         return found
 
     try:
-        async with sessions.begin() as session:
-            await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
-        objects.create_namespaced_custom_object(
-            ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
-        )
+        namespace, spec = await a_pending_modelserve(api, sessions)
+        name = ms.resource_name(spec.server_uuid)
         with operator_process(env) as first:
             kill_when(first, lambda: ((modelserve() or {}).get("metadata") or {}).get("finalizers"))
         with operator_process(env) as second:

@@ -73,6 +73,21 @@ def modelserve_manifest(namespace: str) -> tuple[ms.ModelServeSpec, dict[str, An
     return spec, ms.manifest(spec, namespace)
 
 
+async def a_pending_modelserve(
+    api: client.ApiClient, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[str, ms.ModelServeSpec]:
+    """A fresh namespace, a ``pending`` server record and its ModelServe, as the
+    apply step leaves them; returns the namespace and the spec."""
+    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
+    spec, manifest = modelserve_manifest(namespace)
+    async with sessions.begin() as session:
+        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest
+    )
+    return namespace, spec
+
+
 def isvcs(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
     items = client.CustomObjectsApi(api).list_namespaced_custom_object(
         *ISVC[:2], namespace, ISVC[2]
@@ -254,13 +269,9 @@ async def test_a_restarted_operator_reads_the_truth_from_the_inference_service(
     api: client.ApiClient, env: tuple[Settings, async_sessionmaker[AsyncSession]]
 ) -> None:
     settings, sessions = env
-    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
-    spec, manifest = modelserve_manifest(namespace)
+    namespace, spec = await a_pending_modelserve(api, sessions)
     name = ms.resource_name(spec.server_uuid)
-    async with sessions.begin() as session:
-        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
     objects = client.CustomObjectsApi(api)
-    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
     url = f"http://{name}.{namespace}.example.com"
     with running_operator(settings):
         (isvc,) = await eventually(lambda: isvcs(api, namespace))
@@ -341,13 +352,9 @@ async def test_with_the_operator_gone_garbage_collection_removes_the_inference_s
     garbage collector, not our delete handler, removes the InferenceService. An
     operator installed again afterwards finishes the record."""
     settings, sessions = env
-    namespace = ensure_namespace(api, f"ops-{secrets.token_hex(3)}")
-    spec, manifest = modelserve_manifest(namespace)
+    namespace, spec = await a_pending_modelserve(api, sessions)
     name = ms.resource_name(spec.server_uuid)
-    async with sessions.begin() as session:
-        await new_server(session, server_uuid=spec.server_uuid, status=ServerStatus.PENDING)
     objects = client.CustomObjectsApi(api)
-    objects.create_namespaced_custom_object(ms.GROUP, ms.VERSION, namespace, ms.PLURAL, manifest)
     with running_operator(settings):
         (isvc,) = await eventually(lambda: isvcs(api, namespace))
         await wait_for_status(sessions, spec.server_uuid, "loading", within=20)

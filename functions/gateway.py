@@ -36,7 +36,7 @@ from modelserve.functions.api.security import auth_failure
 from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
 from modelserve.functions.limits import BodyLimit
 from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
-from modelserve.shared import logs
+from modelserve.shared import logs, tracing
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
@@ -241,10 +241,12 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 raise HTTPException(
                     503, "too many requests wait on this budget", headers={"Retry-After": "5"}
                 ) from None
+        span = tracing.start("gateway", request.headers.get("traceparent"), server_uuid=str(server))
         try:
             base = await upstream_url(server, seen)
             label = seen.label
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers.update(tracing.headers(span))  # the runtime's spans are its children
             hide_usage = False
             content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
             if metered:
@@ -270,6 +272,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                     headers={"Retry-After": RETRY_SECONDS},  # a restarted runtime is back soon
                 ) from None
         except BaseException:
+            span.end()
             if ticket is not None:
                 ticket.done(0)
             raise
@@ -301,6 +304,7 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 if streaming:
                     yield _stream_error(server, exc)
             finally:
+                span.end()
                 if streaming:
                     streams.dec()
                 await response.aclose()  # a client that left stops the runtime's work

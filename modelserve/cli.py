@@ -170,9 +170,11 @@ def runtime(values: dict[str, Any]) -> None:
     from modelserve.runtime.config import RuntimeConfigError, build_config
     from modelserve.runtime.engine import EngineError
     from modelserve.runtime.source import ModelSourceError
-    from modelserve.shared import logs
+    from modelserve.shared import logs, tracing
 
     logs.configure()
+    traces = tracing.TraceSettings()
+    tracing.configure(traces)  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         config = build_config(**values)
         config.chat_template_text()
@@ -181,7 +183,7 @@ def runtime(values: dict[str, Any]) -> None:
     from modelserve.runtime.server import serve
 
     try:
-        serve(config)
+        serve(config, traceparent=traces.traceparent)
     except (ModelSourceError, EngineError) as exc:
         raise _fail(str(exc), code=1) from None
 

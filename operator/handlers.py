@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.kserve.inference_service import ServerSpec, build_inference_service
 from modelserve.operator.status import Observed, observe
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
@@ -123,7 +124,12 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
     async def reconcile(
         *, body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, **_: Any
     ) -> None:
-        with deps.metrics.track("reconcile", kopf.TemporaryError):
+        with (
+            deps.metrics.track("reconcile", kopf.TemporaryError),
+            tracing.continued(  # the serve's trace, from the apply step's annotation
+                "operator reconcile", ms.traceparent_of(dict(body)), SpanKind.INTERNAL
+            ),
+        ):
             await _reconcile(body, name, namespace, patch)
 
     async def _reconcile(

@@ -11,6 +11,10 @@ It reads the ModelServe documents the pipeline's local applier writes
   start it again when the gateway asks for it (``ensure_running``);
 - copy memory and CPU of the process into the server record;
 - stop the process when its ModelServe is deleted.
+
+Starting a server continues the serve's trace (the ModelServe's traceparent
+annotation): a "runtime start" span, whose traceparent the runtime gets in
+``TRACEPARENT`` for its own "load" span.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ from typing import Any
 
 import httpx
 import psutil
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
@@ -104,6 +109,7 @@ class Supervised:
     usage_at: float = float("-inf")
     watched: dict[int, psutil.Process] = field(default_factory=dict)
     starting: asyncio.Task[None] | None = None
+    traceparent: str | None = None  # the serve's trace, until the first start is ready
 
     @property
     def url(self) -> str | None:
@@ -142,15 +148,17 @@ class LocalBackend:
 
     # --- the desired state ----------------------------------------------------------
 
-    def _desired(self) -> dict[uuid.UUID, tuple[ms.ModelServeSpec, Path]]:
-        found: dict[uuid.UUID, tuple[ms.ModelServeSpec, Path]] = {}
+    def _desired(self) -> dict[uuid.UUID, tuple[ms.ModelServeSpec, Path, str | None]]:
+        """Each ModelServe's spec, file and traceparent annotation."""
+        found: dict[uuid.UUID, tuple[ms.ModelServeSpec, Path, str | None]] = {}
         for path in sorted(self.root.glob("*/*.json")):
             try:
-                spec = ms.spec_of(json.loads(path.read_text()))
+                obj = json.loads(path.read_text())
+                spec = ms.spec_of(obj)
             except (OSError, ValueError) as exc:
                 log.warning("ignoring unreadable ModelServe %s: %s", path, exc)
                 continue
-            found[spec.server_uuid] = (spec, path)
+            found[spec.server_uuid] = (spec, path, ms.traceparent_of(obj))
         return found
 
     async def _move(self, server: uuid.UUID, status: ServerStatus, **fields: Any) -> bool:
@@ -202,6 +210,17 @@ class LocalBackend:
         return argv
 
     async def _start(self, item: Supervised) -> None:
+        """Start the runtime and wait until it is ready, in the serve's trace (until a
+        start got there: a later restart or wake is a trace of its own)."""
+        with tracing.continued(
+            "runtime start",
+            item.traceparent,
+            SpanKind.INTERNAL,
+            server_uuid=str(item.spec.server_uuid),
+        ):
+            await self._start_traced(item)
+
+    async def _start_traced(self, item: Supervised) -> None:
         item.port = free_port()
         item.log_path = self.log_dir / f"{item.spec.server_uuid}.log"
         item.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +234,10 @@ class LocalBackend:
         ):  # deleted or failed meanwhile: start nothing
             item.failed = "the server is gone"
             return
-        item.process = _spawn(self._argv(item), item.log_path, {**os.environ, **self.env})
+        env = {**os.environ, **self.env}
+        if traceparent := tracing.current_traceparent():  # the runtime's load span's parent
+            env[tracing.TRACEPARENT_ENV] = traceparent
+        item.process = _spawn(self._argv(item), item.log_path, env)
         self.metrics.starts.inc()
         item.last_used = self.clock()
         deadline = self.clock() + self.startup_timeout
@@ -236,6 +258,7 @@ class LocalBackend:
     async def _ready(self, item: Supervised) -> None:
         assert item.process is not None
         item.last_used = self.clock()  # whoever woke it is about to use it
+        item.traceparent = None
         if not await self._move(
             item.spec.server_uuid,
             ServerStatus.READY,
@@ -335,10 +358,10 @@ class LocalBackend:
     async def reconcile(self) -> None:
         """One pass: start new servers, restart crashed ones, stop idle and deleted ones."""
         desired = self._desired()
-        for server, (spec, path) in desired.items():
+        for server, (spec, path, traceparent) in desired.items():
             item = self.servers.get(server)
             if item is None:
-                item = self.servers[server] = Supervised(spec, path)
+                item = self.servers[server] = Supervised(spec, path, traceparent=traceparent)
                 # After a restart: an idle server stays stopped until a request wakes it,
                 # a failed or deleted one stays down; everything else starts again.
                 status = await self._status(server)

@@ -114,6 +114,8 @@ class Job:
     shared: int = 0  # cells of the prompt a follower shares with its leader
     pending: list[TokenLogprob] = field(default_factory=list)
     arrived: float = field(default_factory=time.monotonic)
+    started_at: float | None = None  # left the queue (the trace's queue and prefill spans)
+    first_token_at: float | None = None
     cancelled: bool = False
     sequence: int = -1
     n_past: int = 0  # tokens whose KV is in the cache
@@ -304,6 +306,7 @@ class BatchedEngine:
         else:
             sequence = self._free_sequences.pop() if self._free_sequences else self._evict()
         job.sequence, job.n_past, job.cached = sequence, reused, reused
+        job.started_at = time.monotonic()
         grammar = Grammar(self.model, job.gbnf) if job.gbnf is not None else None
         job.chain = SamplerChain(job.sampling, self.model.n_vocab, grammar)
         job.text = TextStream(job.stops)
@@ -430,6 +433,7 @@ class BatchedEngine:
         metrics.generated_tokens.inc()
         if job.last_token_at is None:
             metrics.time_to_first_token.observe(now - job.arrived)
+            job.first_token_at = now
         else:
             metrics.inter_token_latency.observe(now - job.last_token_at)
         job.last_token_at = now

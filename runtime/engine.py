@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import Span
 
 from modelserve.runtime.batch import Tokens
 from modelserve.runtime.batched import BatchedEngine, Channel, Event, Job, Usage
@@ -34,6 +36,7 @@ from modelserve.runtime.requests import ChatRequest, CompletionRequest, Generati
 from modelserve.runtime.responses import Responder
 from modelserve.runtime.scheduler import QueueFull, ShuttingDown
 from modelserve.runtime.tools import ToolCallStream
+from modelserve.shared import tracing
 
 __all__ = ["BadParameter", "EngineError", "LlamaEngine", "Usage"]
 
@@ -240,8 +243,13 @@ class LlamaEngine:
                 param,
             )
 
-    async def _events(self, prepared: _Prepared) -> AsyncGenerator[Event, None]:
-        """The engine's events for every choice; leaving early cancels them all."""
+    async def _events(
+        self, prepared: _Prepared, span: Span | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The engine's events for every choice; leaving early cancels them all.
+
+        At the end each prompt's queue wait, prefill and decode become children of
+        ``span`` (when it records), from the times the engine thread noted."""
         submitted: list[Job] = []
         try:
             for leader in prepared.leaders:
@@ -261,13 +269,20 @@ class LlamaEngine:
         finally:
             for leader in submitted:
                 self.core.cancel(leader)
+            if span is not None and span.is_recording():
+                for leader in prepared.leaders:
+                    _record_phases(span, leader)
 
     async def stream(
-        self, kind: str, request: GenerationRequest, usage_out: list[Usage] | None = None
+        self,
+        kind: str,
+        request: GenerationRequest,
+        usage_out: list[Usage] | None = None,
+        span: Span | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Chunks as the engine produces them; closing the iterator stops generation."""
         prepared = self._prepare(kind, request)
-        events = self._events(prepared)
+        events = self._events(prepared, span)
         try:
             async for event in events:
                 for chunk in prepared.responder.on_event(event):
@@ -278,12 +293,16 @@ class LlamaEngine:
             usage_out.append(prepared.responder.usage)
 
     async def complete(
-        self, kind: str, request: GenerationRequest, disconnected: Disconnected | None = None
+        self,
+        kind: str,
+        request: GenerationRequest,
+        disconnected: Disconnected | None = None,
+        span: Span | None = None,
     ) -> tuple[dict[str, Any], Usage]:
         """A whole (non-streamed) completion or chat completion."""
         prepared = self._prepare(kind, request)
         watcher = asyncio.create_task(self._watch(disconnected, prepared.leaders))
-        events = self._events(prepared)
+        events = self._events(prepared, span)
         try:
             async for event in events:
                 prepared.responder.on_event(event)
@@ -343,6 +362,34 @@ class LlamaEngine:
         if self._embedder is not None:
             self._embedder.close()
         self.model.close()
+
+
+def _record_phases(span: Span, job: Job) -> None:
+    """The job's queue wait, prefill and decode as finished children of ``span``."""
+    ended = job.last_token_at or time.monotonic()
+    started = job.started_at or ended  # never left the queue: all of it was waiting
+    prompt = {"index": job.index, "prompt_tokens": len(job.prompt)}
+    tracing.record("queue", span, tracing.epoch_ns(job.arrived), tracing.epoch_ns(started))
+    if job.started_at is None:
+        return
+    first = job.first_token_at or ended
+    tracing.record(
+        "prefill",
+        span,
+        tracing.epoch_ns(started),
+        tracing.epoch_ns(first),
+        cached_tokens=job.cached,
+        **prompt,
+    )
+    if job.first_token_at is not None:
+        tracing.record(
+            "decode",
+            span,
+            tracing.epoch_ns(first),
+            tracing.epoch_ns(ended),
+            completion_tokens=len(job.generated),
+            index=job.index,
+        )
 
 
 def _settle(

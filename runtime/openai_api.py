@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.trace import Span
 from pydantic import BaseModel, ValidationError
 
 from modelserve.runtime.engine import BadParameter, EngineError, LlamaEngine, Usage
@@ -30,6 +31,7 @@ from modelserve.runtime.requests import (
     TokenizeRequest,
 )
 from modelserve.runtime.scheduler import QueueFull, ShuttingDown
+from modelserve.shared import tracing
 
 PREFIXES = ("/openai/v1", "/v1")
 
@@ -154,10 +156,15 @@ class OpenAIRoutes:
 
     async def _generate(self, kind: str, request: GenerationRequest, raw: Request) -> Response:
         endpoint = "chat" if kind == "chat" else "completions"
+        # The caller's trace (the gateway's span); a streamed answer ends it when it ends.
+        span = tracing.start(f"runtime {endpoint}", raw.headers.get("traceparent"))
+        streamed = False
         try:
             if request.stream:
-                return await self._stream(kind, request, raw, endpoint)
-            result, usage = await self.engine.complete(kind, request, raw.is_disconnected)
+                response = await self._stream(kind, request, raw, endpoint, span)
+                streamed = isinstance(response, StreamingResponse)
+                return response
+            result, usage = await self.engine.complete(kind, request, raw.is_disconnected, span)
         except QueueFull as exc:
             self.engine.metrics.requests.labels(endpoint, "busy").inc()
             return _busy(exc)
@@ -167,17 +174,20 @@ class OpenAIRoutes:
         except EngineError as exc:
             self.engine.metrics.requests.labels(endpoint, "error").inc()
             return error(500, str(exc), kind="server_error")
+        finally:
+            if not streamed:
+                span.end()
         self.engine.metrics.requests.labels(endpoint, "ok").inc()
         result["model"] = self.model_name
         result["usage"] = usage.as_dict()
         return JSONResponse(result)
 
     async def _stream(
-        self, kind: str, request: GenerationRequest, raw: Request, endpoint: str
+        self, kind: str, request: GenerationRequest, raw: Request, endpoint: str, span: Span
     ) -> Response:
         include_usage = request.include_usage
         usage: list[Usage] = []
-        chunks = self.engine.stream(kind, request, usage)
+        chunks = self.engine.stream(kind, request, usage, span)
         # Wait for the first chunk before answering, so that a full queue or a
         # bad request still gets its own status code instead of a broken stream;
         # a client that leaves while queued gives its place up.
@@ -224,6 +234,7 @@ class OpenAIRoutes:
                 self.engine.metrics.requests.labels(endpoint, "ok").inc()
             finally:
                 await chunks.aclose()
+                span.end()
 
         return StreamingResponse(
             events(),

@@ -6,11 +6,14 @@ import asyncio
 import logging
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from modelserve.runtime.config import RuntimeConfig
 from modelserve.runtime.engine import LlamaEngine
 from modelserve.runtime.metrics import default_metrics
 from modelserve.runtime.model import LlamaCppModel
 from modelserve.runtime.openai_api import OpenAIRoutes
+from modelserve.shared import tracing
 from modelserve.shared.kserve_sdk import import_kserve
 
 log = logging.getLogger(__name__)
@@ -30,15 +33,19 @@ async def _stop_gracefully(server: Any, engine: LlamaEngine) -> None:
     engine.fail_running(SHUTTING_DOWN)
 
 
-def serve(config: RuntimeConfig) -> None:
-    """Load the model (failing fast with a clear message), then serve until signalled."""
+def serve(config: RuntimeConfig, traceparent: str | None = None) -> None:
+    """Load the model (failing fast with a clear message), then serve until signalled.
+
+    ``traceparent``: the span that started this process (the local backend's), so
+    the load is part of the serve's trace."""
     import_kserve()
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.model_server import ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
     model = LlamaCppModel(config, default_metrics())
-    model.load()
+    with tracing.continued("load", traceparent, SpanKind.INTERNAL, model=config.model_name):
+        model.load()
     assert model.engine is not None
 
     server = ModelServer(http_port=config.port, enable_grpc=False, workers=1)

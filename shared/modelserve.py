@@ -21,6 +21,8 @@ KIND = "ModelServe"
 PLURAL = "modelserves"
 API_VERSION = f"{GROUP}/{VERSION}"
 AUTH_ANNOTATION = "modelserve.dev/auth-token"
+# The serve's trace (W3C traceparent), so the operator's and the runtime's spans join it.
+TRACEPARENT_ANNOTATION = "modelserve.dev/traceparent"
 SERVER_LABEL = "modelserve.dev/server-uuid"
 __all__ = ["RuntimeParams"]  # the request side of the runtime's parameters, re-exported
 
@@ -62,15 +64,21 @@ def gateway_url(public_base_url: object, server_uuid: uuid.UUID) -> str:
     return f"{str(public_base_url).rstrip('/')}/{server_uuid}"
 
 
-def manifest(spec: ModelServeSpec, namespace: str, auth_token: str | None = None) -> dict[str, Any]:
+def manifest(
+    spec: ModelServeSpec,
+    namespace: str,
+    auth_token: str | None = None,
+    traceparent: str | None = None,
+) -> dict[str, Any]:
     """The ModelServe object for ``spec`` as the Kubernetes API takes it."""
     metadata: dict[str, Any] = {
         "name": resource_name(spec.server_uuid),
         "namespace": namespace,
         "labels": {SERVER_LABEL: str(spec.server_uuid)},
     }
-    if auth_token:
-        metadata["annotations"] = {AUTH_ANNOTATION: auth_token}
+    annotations = {AUTH_ANNOTATION: auth_token, TRACEPARENT_ANNOTATION: traceparent}
+    if any(annotations.values()):
+        metadata["annotations"] = {k: v for k, v in annotations.items() if v}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -81,3 +89,8 @@ def manifest(spec: ModelServeSpec, namespace: str, auth_token: str | None = None
 
 def spec_of(obj: dict[str, Any]) -> ModelServeSpec:
     return ModelServeSpec.model_validate(obj["spec"])
+
+
+def traceparent_of(obj: dict[str, Any]) -> str | None:
+    """The serve's trace the ModelServe carries, if tracing was on when it was applied."""
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(TRACEPARENT_ANNOTATION)

@@ -8,7 +8,7 @@ from cloudevents.http import CloudEvent
 
 from modelserve.functions.steps.context import StepContext, Superseded
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
+from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
 from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
@@ -36,7 +36,12 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
             min=request.replicas, max=request.max_replicas or max(request.replicas, 1)
         ),
     )
-    manifest = ms.manifest(spec, namespace, auth_token=ctx.token_for(event, Role(request.role)))
+    manifest = ms.manifest(
+        spec,
+        namespace,
+        auth_token=ctx.token_for(event, Role(request.role)),
+        traceparent=tracing.current_traceparent(),  # this step's span: the operator's parent
+    )
     resource, created = await ctx.applier.apply(manifest)
     moved = await lifecycle.move(
         ctx.sessions,

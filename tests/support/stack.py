@@ -29,9 +29,15 @@ class Up:
 
 @contextmanager
 def stack(
-    data_dir: Path, port: int, *, python: str = sys.executable, cwd: Path | None = None
+    data_dir: Path,
+    port: int,
+    *,
+    python: str = sys.executable,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Up]:
-    """``modelserve up`` with ``python`` (another venv's, to test an installed wheel)."""
+    """``modelserve up`` with ``python`` (another venv's, to test an installed wheel);
+    ``env`` adds variables to the stack's environment (and so its runtimes')."""
     process = subprocess.Popen(
         [
             python,
@@ -48,6 +54,7 @@ def stack(
         text=True,
         start_new_session=True,
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
     )
     token: str | None = None
     password: str | None = None

@@ -169,6 +169,7 @@ async def run_stack(
             access_guard=guard,
             registry=registry,
             series=series,
+            runtime_logs=backend.log_tail,
         )
     )
 

@@ -12,6 +12,9 @@ It reads the ModelServe documents the pipeline's local applier writes
 - copy memory and CPU of the process into the server record;
 - stop the process when its ModelServe is deleted.
 
+Each server's runtime output (stdout and stderr, every start appended) is kept
+in ``<log_dir>/<server-uuid>.log``; ``log_tail`` reads its end for the API.
+
 Starting a server continues the serve's trace (the ModelServe's traceparent
 annotation): a "runtime start" span, whose traceparent the runtime gets in
 ``TRACEPARENT`` for its own "load" span.
@@ -56,6 +59,24 @@ class ServerUnavailable(RuntimeError):
 
 
 USAGE_ERROR = 2  # the runtime's exit code for invalid parameters (see modelserve runtime)
+TAIL_BYTES = 1 << 20  # how far from a log's end a tail reads at most
+
+
+def last_lines(path: Path, count: int, since: int = 0) -> list[str]:
+    """The last ``count`` lines of ``path`` after byte ``since``, reading no more than
+    ``TAIL_BYTES`` from its end (a runtime's log grows for as long as it serves)."""
+    try:
+        with path.open("rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            start = max(since, end - TAIL_BYTES)
+            handle.seek(start)
+            data = handle.read(end - start)
+    except FileNotFoundError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    if start > since and lines:  # began mid-line
+        lines = lines[1:]
+    return lines[-count:] if count > 0 else []
 
 
 PR_SET_PDEATHSIG = 1
@@ -222,7 +243,7 @@ class LocalBackend:
 
     async def _start_traced(self, item: Supervised) -> None:
         item.port = free_port()
-        item.log_path = self.log_dir / f"{item.spec.server_uuid}.log"
+        item.log_path = self.log_path(item.spec.server_uuid)
         item.log_path.parent.mkdir(parents=True, exist_ok=True)
         item.log_offset = item.log_path.stat().st_size if item.log_path.exists() else 0
         item.ready, item.idle, item.stopping, item.failed = False, False, False, None
@@ -272,12 +293,19 @@ class LocalBackend:
             item.failed = "the server is gone"
 
     def _tail(self, item: Supervised, lines: int = 8) -> str:
-        if item.log_path is None or not item.log_path.exists():
+        """This start's last output, for a status message."""
+        if item.log_path is None:
             return ""
-        with item.log_path.open("rb") as handle:
-            handle.seek(item.log_offset)
-            text = handle.read().decode(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:])
+        text = [line for line in last_lines(item.log_path, lines, item.log_offset) if line.strip()]
+        return " | ".join(text)
+
+    def log_path(self, server: uuid.UUID) -> Path:
+        return self.log_dir / f"{server}.log"
+
+    async def log_tail(self, server: uuid.UUID, lines: int) -> list[str]:
+        """The last ``lines`` lines the server's runtime wrote, over all its starts
+        (none when it never ran here): what the dashboard shows an admin."""
+        return await asyncio.to_thread(last_lines, self.log_path(server), lines)
 
     async def _crashed(self, item: Supervised) -> None:
         code = item.process.returncode if item.process else None

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from cloudevents.http import CloudEvent
 from fastapi import Depends
@@ -24,6 +25,8 @@ from modelserve.shared.settings import Settings
 from modelserve.shared.store.base import ObjectStore
 
 Publish = Callable[[CloudEvent], Awaitable[None]]
+# A server's last runtime log lines (the local backend's ``log_tail``).
+RuntimeLogs = Callable[[UUID, int], Awaitable[list[str]]]
 
 
 @dataclass
@@ -44,6 +47,8 @@ class ApiDeps:
     registry: CollectorRegistry | None = None
     # Where a server's charts come from: the embedded stack's memory, or Prometheus.
     series: Series | None = None
+    # A server's runtime log: the local backend's files; None on Kubernetes (kubectl logs).
+    runtime_logs: RuntimeLogs | None = None
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(

@@ -92,6 +92,13 @@ class ServerSeries(BaseModel):
     series: dict[str, list[float | None]]
 
 
+class ServerLogs(BaseModel):
+    """The last lines a server's runtime wrote (stdout and stderr, oldest first)."""
+
+    server_uuid: uuid.UUID
+    lines: list[str]
+
+
 class Model(BaseModel):
     model_uuid: uuid.UUID
     model_name: str

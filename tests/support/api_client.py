@@ -14,6 +14,7 @@ from cloudevents.http import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.app import ApiDeps, create_app
+from modelserve.functions.api.deps import RuntimeLogs
 from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
@@ -29,6 +30,7 @@ from modelserve.shared.store.factory import make_store
 class Api:
     http: httpx.AsyncClient
     token: str
+    issuer: TokenIssuer  # for tokens of other users and roles
 
     async def delete(self, server: uuid.UUID) -> dict[str, Any]:
         """``DELETE /servers/{uuid}`` as an admin; the server as the API answers."""
@@ -46,6 +48,7 @@ async def in_process_api(
     sessions: async_sessionmaker[AsyncSession],
     applier: Applier,
     store: ObjectStore | None = None,
+    runtime_logs: RuntimeLogs | None = None,
 ) -> AsyncIterator[Api]:
     async def publish(event: CloudEvent) -> None:
         raise AssertionError("these tests deliver pipeline events themselves")
@@ -66,7 +69,8 @@ async def in_process_api(
             LocalCatalog(settings.data_dir / "no-catalog"),
             applier,
             store or make_store(settings),
+            runtime_logs=runtime_logs,
         )
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as http:
-        yield Api(http, issuer.access_token("root", Role.ADMIN))
+        yield Api(http, issuer.access_token("root", Role.ADMIN), issuer)

@@ -13,7 +13,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from opentelemetry.trace import SpanKind
 
 from modelserve.functions.api.deps import ApiDeps
-from modelserve.functions.api.schemas import ServeAccepted, ServeBody, Server, ServerSeries
+from modelserve.functions.api.schemas import (
+    ServeAccepted,
+    ServeBody,
+    Server,
+    ServerLogs,
+    ServerSeries,
+)
 from modelserve.functions.api.series import PrometheusError
 from modelserve.shared import events as ev
 from modelserve.shared import lifecycle, tracing
@@ -24,11 +30,13 @@ from modelserve.shared.db.models import Role, ServerRecord
 from modelserve.shared.lifecycle import ServerStatus
 
 API_SOURCE = "/modelserve/api"
+MAX_LOG_LINES = 2000
 
 
 def router(deps: ApiDeps) -> APIRouter:
     api = APIRouter(tags=["servers"])
     viewer, operator = deps.role(Role.VIEWER), deps.role(Role.OPERATOR)
+    admin = deps.role(Role.ADMIN)
 
     async def start_serving(body: ServeBody, claims: Claims) -> ServeAccepted:
         server = uuid.uuid4()
@@ -143,6 +151,28 @@ def router(deps: ApiDeps) -> APIRouter:
         except PrometheusError as exc:
             raise HTTPException(502, str(exc)) from None
         return ServerSeries(step_seconds=window.step_seconds, t=window.t, series=window.series)
+
+    @api.get("/servers/{server_uuid}/logs", response_model=ServerLogs)
+    async def server_logs(
+        server_uuid: uuid.UUID,
+        claims: Claims = admin,
+        lines: int = Query(200, ge=1, le=MAX_LOG_LINES),
+    ) -> ServerLogs:
+        """The last ``lines`` lines of the server's runtime output (admins only: a log
+        may show prompts and paths). The local backend keeps them; on Kubernetes the
+        pods' logs are the cluster's, read with ``kubectl logs``."""
+        record = await one(server_uuid)
+        if deps.runtime_logs is None:
+            namespace = record.namespace or deps.settings.namespace
+            raise HTTPException(
+                501,
+                "runtime logs are the cluster's here: kubectl logs -n "
+                f"{namespace} -l serving.kserve.io/inferenceservice="
+                f"{ms.resource_name(server_uuid)} -c kserve-container --tail={lines}",
+            )
+        return ServerLogs(
+            server_uuid=server_uuid, lines=await deps.runtime_logs(server_uuid, lines)
+        )
 
     @api.delete("/servers/{server_uuid}", response_model=Server)
     async def delete_server(server_uuid: uuid.UUID, claims: Claims = operator) -> Server:

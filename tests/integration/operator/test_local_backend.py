@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelserve.functions.appliers import LocalApplier
 from modelserve.operator.local_backend import LocalBackend, ServerUnavailable
 from modelserve.shared import modelserve as ms
+from modelserve.shared.auth.users import create_user
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.settings import load_settings
 from support.api_client import in_process_api
@@ -194,6 +196,38 @@ async def test_delete_through_the_api_at_any_point_stops_everything(
     assert server not in backend.servers
     assert process is None or process.poll() is not None
     assert not (backend.root / "local" / f"{ms.resource_name(server)}.json").exists()
+
+
+async def test_an_admin_reads_the_runtime_s_log_through_the_api(
+    world: tuple[LocalBackend, Sessions, Path], tmp_path: Path
+) -> None:
+    backend, sessions, model = world
+    server = await serve(sessions, backend.root, model)
+    await wait_for_status(sessions, server, "ready")
+    async with sessions.begin() as session:
+        await create_user(session, "alice", secrets.token_urlsafe(16), Role.OPERATOR)
+    settings = load_settings(mode="local", data_dir=tmp_path, jwt_secret=secrets.token_hex(24))
+    applier = LocalApplier(backend.root)
+    async with in_process_api(settings, sessions, applier, runtime_logs=backend.log_tail) as api:
+        admin = {"Authorization": f"Bearer {api.token}"}
+        logs = f"/servers/{server}/logs"
+        everything = await api.http.get(logs, params={"lines": 2000}, headers=admin)
+        assert everything.status_code == 200, everything.text
+        lines = everything.json()["lines"]
+        assert any("serving demo on http://127.0.0.1:" in line for line in lines), lines
+        last = await api.http.get(logs, params={"lines": 2}, headers=admin)
+        assert len(last.json()["lines"]) == 2
+        for wrong in (0, 2001):
+            bounded = await api.http.get(logs, params={"lines": wrong}, headers=admin)
+            assert bounded.status_code == 422
+        unknown = await api.http.get(f"/servers/{uuid.uuid4()}/logs", headers=admin)
+        assert unknown.status_code == 404
+        operator = api.issuer.access_token("alice", Role.OPERATOR)
+        refused = await api.http.get(logs, headers={"Authorization": f"Bearer {operator}"})
+        assert refused.status_code == 403
+    async with in_process_api(settings, sessions, applier) as api:  # as on Kubernetes
+        cluster = await api.http.get(logs, headers={"Authorization": f"Bearer {api.token}"})
+        assert cluster.status_code == 501 and "kubectl logs" in cluster.json()["detail"]
 
 
 async def test_a_restarted_backend_converges_on_the_records(

@@ -106,6 +106,12 @@ export interface ServerSeries {
   series: Record<string, (number | null)[]>;
 }
 
+/** The end of a server's runtime output (`GET /servers/{uuid}/logs`, admins only). */
+export interface ServerLogs {
+  server_uuid: string;
+  lines: string[];
+}
+
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
@@ -223,6 +229,10 @@ export class Api {
 
   series(serverUuid: string, minutes: number, signal?: AbortSignal): Promise<ServerSeries> {
     return this.request("GET", `/servers/${encodeURIComponent(serverUuid)}/series?minutes=${minutes}`, undefined, signal);
+  }
+
+  logs(serverUuid: string, lines: number, signal?: AbortSignal): Promise<ServerLogs> {
+    return this.request("GET", `/servers/${encodeURIComponent(serverUuid)}/logs?lines=${lines}`, undefined, signal);
   }
 
   /** Status changes as they happen (`GET /events`), until `signal` aborts. */

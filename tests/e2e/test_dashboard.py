@@ -315,6 +315,9 @@ def test_a_server_s_charts_move_under_traffic(browser: Browser, up: Up, shots: P
     expect(tokens.locator("figcaption")).to_contain_text(re.compile(r"· [1-9][0-9.]* tokens/s"))
     expect(page.locator("figure[data-chart='ttft_p50_seconds'] figcaption")).to_contain_text("ms")
     snap(page, shots, "12-server-charts")
+    # An admin reads the runtime's own output on the same page: the traffic is in it.
+    page.get_by_role("heading", name="Runtime log").get_by_role("button", name="Refresh").click()
+    expect(page.get_by_label("Runtime log")).to_contain_text("POST /v1/completions")
 
     page.goto(f"{up.url}/#/servers")
     spark = page.locator(f"tr[data-server='{server}'] svg.sparkline")

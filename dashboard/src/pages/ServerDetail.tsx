@@ -3,6 +3,7 @@ import { ApiError } from "../api";
 import { CopyBlock } from "../components/CopyBlock";
 import { ServerCharts } from "../components/ServerCharts";
 import { ServerKeys } from "../components/ServerKeys";
+import { ServerLog } from "../components/ServerLog";
 import { ServerUsage } from "../components/ServerUsage";
 import { StatusBadge } from "../components/StatusBadge";
 import { ErrorBox, Loading } from "../components/States";
@@ -136,6 +137,7 @@ export function ServerDetail({ uuid }: { uuid: string }) {
       {!gone && server.status !== "failed" && <ServerKeys serverUuid={uuid} />}
       {!gone && server.status !== "failed" && <ServerCharts serverUuid={uuid} />}
       {!gone && server.status !== "failed" && <ServerUsage serverUuid={uuid} />}
+      {session.role === "admin" && <ServerLog serverUuid={uuid} />}
     </section>
   );
 }

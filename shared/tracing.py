@@ -51,7 +51,8 @@ class TraceSettings(BaseSettings):
 
 
 def configure(settings: TraceSettings | None = None) -> bool:
-    """Export spans over OTLP (HTTP) when an endpoint is set; True when it is on."""
+    """Export spans over OTLP (HTTP) when an endpoint is set, and to ``traces_file``
+    when that is set; True when either is on."""
     settings = settings or TraceSettings()
     if not settings.exporter_otlp_endpoint and settings.traces_file is None:
         return False
@@ -71,14 +72,6 @@ def configure(settings: TraceSettings | None = None) -> bool:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(settings.traces_file)))
     trace.set_tracer_provider(provider)
     return True
-
-
-def recording() -> bool:
-    """Whether spans are recorded at all (a provider was set), so that work done only
-    for tracing (timestamps turned into spans) is skipped when it is off."""
-    return not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
-    )
 
 
 def traceparent_of(span: Span) -> str | None:

@@ -67,9 +67,16 @@ def test_installed_wheel_serves_the_demo_model_and_the_dashboard(
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
+    # llama-cpp-python from the machine's one generic build (.ci/llama-wheel, made by
+    # `make install`), as the Makefile installs it: naming the wheel makes pip take it
+    # for the runtime extra's requirement instead of compiling llama.cpp for minutes.
+    llama = subprocess.run(
+        [str(REPO / ".ci" / "llama-wheel"), sys.executable],
+        capture_output=True, text=True, check=True, timeout=1200,
+    ).stdout.strip()  # fmt: skip
     run(
         python, "-m", "pip", "install", "--quiet", "--progress-bar", "off",
-        f"{wheel}[functions,operator,runtime]", cwd=tmp_path,
+        f"{wheel}[functions,operator,runtime]", llama, cwd=tmp_path,
     )  # fmt: skip
     where = subprocess.run(
         [python, "-c", "import modelserve.resources as r; print(r.config_dir())"],

@@ -39,6 +39,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import ipaddress
+import math
 import os
 import secrets
 import shutil
@@ -66,6 +67,7 @@ POD_IP = "10.244.0.100"  # in kwok's pod CIDR; for Pods nothing dials (no sandbo
 POD_CIDR = ipaddress.ip_network("10.245.0.0/16")
 # The pods' next hop (Calico's choice): link-local, answered by proxy ARP on the host side.
 GATEWAY = "169.254.1.1"
+STATUS_SYNC = 2.0  # seconds between checks that the Pod's reported status still holds
 KUBELET_PROBE_AGENT = "kube-probe/1.37"  # what a kubelet's probes send (Knative checks it)
 
 
@@ -142,7 +144,7 @@ def _resource(container: Any, ref: Any) -> str:
     from kubernetes.utils import parse_quantity
 
     divisor = parse_quantity(ref.divisor or "1")
-    return str(int(-(-parse_quantity(quantity) // divisor)))  # rounded up, as the kubelet does
+    return str(math.ceil(parse_quantity(quantity) / divisor))  # rounded up, as the kubelet does
 
 
 def _env(
@@ -229,6 +231,17 @@ def _ip(*args: str) -> None:
         )
 
 
+NETNS_PREFIX = "modelserve-pod-"  # then the test process's pid: a dead one's are swept
+
+
+def _sweep_dead_runs() -> None:
+    """Remove the namespaces (and so the veths and routes) a killed test run left behind."""
+    for path in Path("/run/netns").glob(f"{NETNS_PREFIX}*"):
+        pid = path.name[len(NETNS_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", path.name], capture_output=True, check=False)
+
+
 @dataclass(frozen=True)
 class PodSandbox:
     """One Pod's network: namespace ``netns`` (in /run/netns) holding ``address``."""
@@ -253,11 +266,12 @@ class PodNetwork:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sandboxes: dict[str, PodSandbox] = {}
+        _sweep_dead_runs()
 
     def attach(self) -> PodSandbox:
         """A fresh namespace and address; :meth:`detach` removes both."""
         tag = secrets.token_hex(4)
-        netns, host_side = f"modelserve-pod-{tag}", f"msp{tag}"
+        netns, host_side = f"{NETNS_PREFIX}{os.getpid()}-{tag}", f"msp{tag}"
         _ip("netns", "add", netns)
         try:
             _ip("link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", netns)
@@ -681,8 +695,14 @@ class PodExecutor:
         except Exception as exc:
             executed.error = f"{type(exc).__name__}: {exc}"
         finally:
-            for running in executed.containers.values():
-                running.process.stop()
+            # All at once, as a kubelet does (queue-proxy drains for 30 s on SIGTERM).
+            stopping = [
+                threading.Thread(target=r.process.stop) for r in executed.containers.values()
+            ]
+            for thread in stopping:
+                thread.start()
+            for thread in stopping:
+                thread.join()
             if sandbox is not None:
                 self.network.detach(sandbox)
             executed.done.set()
@@ -690,6 +710,7 @@ class PodExecutor:
     def _probe_loop(self, pod: Any, executed: ExecutedPod) -> None:
         address = executed.address or POD_IP
         probers = [_Prober(running) for running in executed.containers.values()]
+        synced = time.monotonic()
         while not executed.stop.is_set():
             now = time.monotonic()
             for prober in probers:
@@ -717,10 +738,30 @@ class PodExecutor:
                         return
                 prober.due = now + ((readiness.period_seconds if readiness else None) or 10)
             ready = all(p.ready for p in probers)
-            if ready != executed.ready:
+            if ready != executed.ready or (
+                now >= synced + STATUS_SYNC and self._drifted(pod, ready)
+            ):
                 ready_names = {p.running.name for p in probers if p.ready}
                 report_ready(
                     self.api, pod, ready=ready, pod_ip=address, ready_containers=ready_names
                 )
                 executed.ready = ready
+            if now >= synced + STATUS_SYNC:
+                synced = now
             executed.stop.wait(0.2)
+
+    def _drifted(self, pod: Any, ready: bool) -> bool:
+        """Whether the Pod's Ready condition in the API says otherwise than its probes.
+
+        Another writer may change it: the node lifecycle controller marks every Pod
+        of a node not ready when the node's lease is late (kwok's, on a loaded
+        host), and, as for a kubelet, it is this executor's job to set it back.
+        """
+        try:
+            found = client.CoreV1Api(self.api).read_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace
+            )
+        except Exception:  # the API server is busy: the next sync looks again
+            return False
+        conditions = {c.type: c.status for c in found.status.conditions or []}
+        return conditions.get("Ready") != ("True" if ready else "False")

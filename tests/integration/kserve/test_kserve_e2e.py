@@ -245,12 +245,16 @@ async def test_post_serve_runs_the_runtime_kserve_rendered_and_the_gateway_strea
 
             if mode == "Serverless":
                 # No traffic: Knative's autoscaler scales the revision to zero (its
-                # stable window and grace period are the shortest, 6 s each).
+                # stable window and grace period are the shortest, 6 s each), and
+                # the Pod goes (its processes stop while it drains; checked at the end).
                 def scaled_to_zero() -> bool:
+                    deployment = apps.list_namespaced_deployment(
+                        NAMESPACE, label_selector=f"{KSVC_LABEL}={predictor}"
+                    ).items[0]
                     pods = core.list_namespaced_pod(
                         NAMESPACE, label_selector=f"{KSVC_LABEL}={predictor}"
                     )
-                    return not pods.items and all(_stopped(p) for p in executor.pods.values())
+                    return deployment.spec.replicas == 0 and not pods.items
 
                 await eventually(scaled_to_zero, within=180, explain=lambda: explain(name))
                 executed = set(executor.pods)

@@ -227,7 +227,7 @@ def _ip(*args: str) -> None:
         raise PodNetworkUnavailable(
             f"`ip {' '.join(args)}` failed ({done.stderr.strip()}): executed Pods get a "
             "network namespace and a routable address each, which needs root with "
-            "CAP_NET_ADMIN and CAP_SYS_ADMIN (in a container: --cap-add NET_ADMIN,SYS_ADMIN)"
+            "CAP_NET_ADMIN and CAP_SYS_ADMIN (docker run --cap-add NET_ADMIN --cap-add SYS_ADMIN)"
         )
 
 

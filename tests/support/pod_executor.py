@@ -29,7 +29,8 @@ CAP_NET_ADMIN and CAP_SYS_ADMIN; without them :func:`check_pod_network` says so.
 
 ``run_init_containers``/``start_container``/``report_ready`` are the steps, for a
 test that takes them one by one; :class:`PodExecutor` takes every matching Pod
-through them as the kubelet would (probes at their periods).
+through them as the kubelet would (probes at their periods, and the Pod's Ready
+condition set back when another writer changed it).
 """
 
 from __future__ import annotations

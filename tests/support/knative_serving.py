@@ -1,21 +1,28 @@
-"""Knative Serving v0.50.0 (controller, webhook; from .ci/build-knative) on a test cluster.
+"""Knative Serving v0.50.0 (webhook, controller, autoscaler, activator; .ci/build-knative).
 
 Installed as ``config/core/`` of Knative Serving's own module installs it, less
-what cannot run here: the Deployments and Services (the binaries run as host
-processes, the webhook's Service is routed to this host, support/webhook_route.py)
-and the ``routing-serving-certs`` Certificate (no cert-manager). The networking
-CRDs (KIngress, ServerlessService, Certificate) come from ``knative.dev/networking``
+what cannot run here: the Deployments and Services (the binaries run as
+processes here: see :func:`start_knative_serving` for where each runs; the
+webhook's Service is routed to this host, support/webhook_route.py, and the
+activator's and autoscaler's Services are selectorless with Endpoints naming
+this host, from the Services of the module's own Deployments files) and the
+``routing-serving-certs`` Certificate (no cert-manager). The networking CRDs
+(KIngress, ServerlessService, Certificate) come from ``knative.dev/networking``
 and the caching ``Image`` CRD from ``knative.dev/caching``, at the versions
 Serving's ``go.mod`` requires. ``config-deployment`` skips tag resolution for
 every registry: the controller would otherwise resolve image tags to digests
-over the network, which this host cannot reach.
+over the network, which this host cannot reach. ``config-autoscaler`` gets the
+shortest windows Knative accepts (scale to zero in seconds) and
+``config-network`` no mesh (Pods are dialled at their own addresses).
 
 The webhook makes its own serving certificate (into the ``webhook-certs``
 Secret) and injects its CA into its webhook configurations, as in a cluster.
-Both binaries log in as cluster admin: the ServiceAccounts and roles of
+The binaries log in as cluster admin: the ServiceAccounts and roles of
 ``config/core/`` are installed but not what they run as. ``install_serving_crds``
 alone is what a cluster needs before KServe's manager starts (it looks for the
-Knative Service CRD once, at start).
+Knative Service CRD once, at start). No networking layer can be built here, so
+:class:`KIngressStandIn` marks KIngresses ready (test infrastructure: the only
+piece of Kubernetes the tests stand in for).
 """
 
 from __future__ import annotations

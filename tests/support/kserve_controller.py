@@ -66,6 +66,18 @@ def install_file() -> Path:
     return module / "install" / version / "kserve.yaml"
 
 
+def _without_istio(config: dict[str, Any]) -> None:
+    """KServe's setting for a cluster with no Istio (Kourier, or here none at all).
+
+    With Istio's virtual host enabled (kserve.yaml's default) the InferenceService's
+    address is a Service pointing at Istio's local gateway, routed by a
+    VirtualService; without Istio it is the predictor's own Knative Service.
+    """
+    ingress = json.loads(config["data"]["ingress"])
+    ingress["disableIstioVirtualHost"] = True
+    config["data"]["ingress"] = json.dumps(ingress, indent=2)
+
+
 def _served_by_manager(document: dict[str, Any]) -> bool:
     return all(
         hook["clientConfig"]["service"]["name"] == WEBHOOK_SERVICE
@@ -82,6 +94,8 @@ def manager_manifests(ca_bundle: bytes) -> list[dict[str, Any]]:
             continue
         kind, name = document["kind"], document["metadata"]["name"]
         if (kind, name) in KEPT or kind in {"Namespace", "CustomResourceDefinition"}:
+            if (kind, name) == ("ConfigMap", "inferenceservice-config"):
+                _without_istio(document)
             wanted.append(document)
         elif kind in WEBHOOK_KINDS and _served_by_manager(document):
             for hook in document["webhooks"]:

@@ -24,6 +24,7 @@ from support.kube import KubeCluster, start_kube_cluster
 from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
 from support.minio_server import MinioServer
 from support.pipeline import pipeline_factory, tiny_gguf
+from support.pod_executor import PodNetwork, check_pod_network
 from support.services import start_or_skip
 from support.toolchain import ROOT
 
@@ -55,9 +56,28 @@ def kserve_cluster() -> Iterator[tuple[KubeCluster, KServeController]]:
 
 
 @pytest.fixture(scope="package")
-def knative(kserve_cluster: tuple[KubeCluster, KServeController]) -> KnativeServing:
-    """Knative Serving's controller and webhook on that cluster (stopped with it)."""
-    return start_or_skip(lambda: start_knative_serving(kserve_cluster[0], QUEUE_IMAGE))
+def pod_network() -> Iterator[PodNetwork]:
+    """Network namespaces with routable addresses for the Pods run here (root, CAP_NET_ADMIN)."""
+    start_or_skip(check_pod_network)
+    network = PodNetwork()
+    try:
+        yield network
+    finally:
+        network.close()
+
+
+@pytest.fixture(scope="package")
+def knative(
+    kserve_cluster: tuple[KubeCluster, KServeController], pod_network: PodNetwork
+) -> Iterator[KnativeServing]:
+    """Knative Serving (webhook, controller, autoscaler, activator) on that cluster."""
+    serving = start_or_skip(
+        lambda: start_knative_serving(kserve_cluster[0], QUEUE_IMAGE, pod_network)
+    )
+    try:
+        yield serving
+    finally:
+        serving.stop()
 
 
 @pytest.fixture(scope="package")

@@ -42,7 +42,12 @@ from support.kube import KubeCluster, ensure_namespace
 from support.kubectl import KubeconfigFor, kubectl
 from support.minio_server import MinioServer
 from support.operator_harness import running_operator
-from support.pod_executor import report_ready, run_init_containers, start_container
+from support.pod_executor import (
+    PodNetwork,
+    report_ready,
+    run_init_containers,
+    start_container,
+)
 from support.postgres import PostgresServer
 from support.records import new_server, wait_for_status
 from support.toolchain import ROOT
@@ -277,6 +282,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
     postgres_server: PostgresServer,
     minio_server: MinioServer,
     tiny_model: Path,
+    pod_network: PodNetwork,
     tmp_path: Path,
 ) -> None:
     """The Pod, run as its spec says, serves the model; only then is the server ``ready``."""
@@ -340,8 +346,9 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
             assert got == want
 
             # Then the runtime container, as its spec says, serves the pulled model.
+            sandbox = await asyncio.to_thread(pod_network.attach)
             runtime = await asyncio.to_thread(
-                start_container, installed, rendered, "kserve-container", run, tmp_path
+                start_container, installed, rendered, "kserve-container", run, tmp_path, sandbox
             )
             try:
 
@@ -355,8 +362,9 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                         return False
 
                 await eventually(ready, within=120, explain=runtime.process.log_tail)
-                base = f"http://127.0.0.1:{runtime.ports[8080]}"
-                models = (await asyncio.to_thread(httpx.get, f"{base}/v1/models")).json()
+                # At the Pod's own address and the spec's port, as a Service would dial it.
+                url = runtime.url(8080, "/v1/models")
+                models = (await asyncio.to_thread(httpx.get, url)).json()
                 assert [m["id"] for m in models["data"]] == ["demo"]
 
                 # Until the Pod reports Ready, KServe (and so the operator) says not ready.
@@ -376,6 +384,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                 assert served["status"]["phase"] == "Ready"
             finally:
                 runtime.process.stop()
+                pod_network.detach(sandbox)
 
             objects.delete_namespaced_custom_object(
                 ms.GROUP, ms.VERSION, namespace, ms.PLURAL, name

@@ -1,17 +1,23 @@
 """ASGI entry points of the API and the gateway, built from MODELSERVE_* at start.
 
-    uvicorn --factory modelserve.functions.http_main:api --host 0.0.0.0 --port 8080
-    uvicorn --factory modelserve.functions.http_main:gateway --host 0.0.0.0 --port 8080
+    python -m modelserve.functions.http_main api --host 0.0.0.0 --port 8080
+    python -m modelserve.functions.http_main gateway --host 0.0.0.0 --port 8080
 
-In Kubernetes the API publishes to the Broker (``K_SINK`` from a SinkBinding, or
-MODELSERVE_BROKER_URL). The embedded stack wires the same factories itself.
+``main`` runs uvicorn with the public servers' settings, which the embedded stack
+uses too (``uvicorn --factory modelserve.functions.http_main:api`` also works, but
+with uvicorn's 5 s keep-alive). In Kubernetes the API publishes to the Broker
+(``K_SINK`` from a SinkBinding, or MODELSERVE_BROKER_URL). The embedded stack wires
+the same factories itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from modelserve.functions.api.app import ApiDeps, create_app
@@ -24,6 +30,12 @@ from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.settings import load_settings
 from modelserve.shared.store.factory import make_store
+
+# How long the public servers keep an idle connection: longer than their clients
+# keep one (httpx 5 s; Knative's queue-proxy, Go's http.Transport, 90 s), so that a
+# client never reuses a connection the server is closing at that very moment (the
+# load case's rare reset). Browsers that keep one longer retry on a reset.
+PUBLIC_KEEPALIVE_SECONDS = 100
 
 
 def api() -> FastAPI:
@@ -77,3 +89,26 @@ def gateway() -> FastAPI:
             max_body_bytes=settings.max_body_bytes,
         )
     )
+
+
+FACTORIES: dict[str, Callable[[], FastAPI]] = {"api": api, "gateway": gateway}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the API or the gateway with the public servers' keep-alive."""
+    parser = argparse.ArgumentParser(prog="python -m modelserve.functions.http_main")
+    parser.add_argument("app", choices=sorted(FACTORIES))
+    parser.add_argument("--host", default="127.0.0.1")  # a pod passes 0.0.0.0
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        FACTORIES[args.app],
+        factory=True,
+        host=args.host,
+        port=args.port,
+        timeout_keep_alive=PUBLIC_KEEPALIVE_SECONDS,
+    )
+
+
+if __name__ == "__main__":
+    main()

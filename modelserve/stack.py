@@ -34,6 +34,7 @@ from modelserve.functions.broker.ingress import make_ingress
 from modelserve.functions.catalog.local import LocalCatalog
 from modelserve.functions.context_factory import build_context
 from modelserve.functions.gateway import GatewayDeps, create_gateway, upstream_client
+from modelserve.functions.http_main import PUBLIC_KEEPALIVE_SECONDS
 from modelserve.operator.local_backend import LocalBackend
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
@@ -48,7 +49,6 @@ from modelserve.shared.net import free_port
 from modelserve.shared.settings import Settings, load_settings
 from modelserve.shared.store.factory import make_store
 
-PUBLIC_KEEPALIVE_SECONDS = 75
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
@@ -197,8 +197,7 @@ async def run_stack(
             # An open dashboard holds /events (and maybe a chat stream) forever: Ctrl-C
             # must not wait for the browser to hang up.
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-            # Longer than clients keep idle connections (httpx 5 s, browsers more), so a
-            # client never reuses one the server is closing at that very moment.
+            # The Kubernetes entry points' too: longer than clients keep idle ones.
             timeout_keep_alive=PUBLIC_KEEPALIVE_SECONDS,
         )
     )

@@ -8,10 +8,14 @@ The bound is slots plus queue, but a free slot lends its place only while the
 engine can fill it: when the engine holds the head back until the KV cache has
 room (``hold``), free slots lend nothing and at most ``max_waiting`` wait. A
 refusal counts requests about to take a free slot as running, so its message
-never says more are waiting than the queue holds. The retry hint comes from the
-time requests really spend in a slot, measured here: a fresh server has no
-history, so it uses the age of its oldest running request (a lower bound of
-that time) instead of a guessed constant. Requests are
+never says more are waiting than the queue holds. The retry hint says when a
+queue place is likely free, which is when the soonest running request ends: a
+queue place frees only when slots plus queue hold one request fewer, and only a
+finish (or a client leaving) does that. Its time left is the mean time in a slot
+(a moving average of measured ones) less the oldest running request's age. A
+fresh server has no measured time: a request seen running for a while is taken
+to be about halfway, so the hint is the oldest one's age, never a guessed
+constant. Requests are
 offered from the event loop and started by the engine thread, so every method
 takes one lock; the scheduler knows nothing about llama.cpp (the engine decides
 whether the head of the queue fits the KV cache before it starts it).
@@ -30,7 +34,7 @@ T = TypeVar("T")
 
 
 class QueueFull(RuntimeError):
-    """Too many requests are waiting; ``retry_after`` is a hint in seconds."""
+    """Too many requests are waiting; ``retry_after`` is a hint in whole seconds (>= 1)."""
 
     def __init__(self, running: int, waiting: int, limit: int, retry_after: int) -> None:
         super().__init__(
@@ -72,15 +76,23 @@ class Scheduler(Generic[T]):
         return len(self._queue)
 
     def retry_after(self) -> int:
-        """Seconds until a place is likely free: the queue ahead, shared by the slots."""
+        """Whole seconds (at least 1) until a queue place is likely free."""
         with self._lock:
             return self._retry_after(time.monotonic())
 
     def _retry_after(self, now: float) -> int:
+        """Until the soonest running request ends, which frees a place (see the module).
+
+        Not the time to drain the queue: the client asks for one place, and the one
+        that frees first is as good as any. The oldest running request ends first
+        when all take about the mean; one already past the mean may end any moment
+        (the minimum hint, 1 s: a wrong guess costs the client one cheap 503).
+        """
+        oldest = max((now - t for t, _ in self._started.values()), default=0.0)
         mean = self._mean_seconds
-        if mean is None:  # nothing finished yet: the oldest running request's age so far
-            mean = max((now - t for t, _ in self._started.values()), default=0.0)
-        return max(1, math.ceil((self.waiting + 1) * mean / self.slots))
+        if mean is None:  # nothing finished yet: the oldest is taken to be halfway
+            mean = 2 * oldest
+        return max(1, math.floor(mean - oldest + 0.5))  # the nearest whole second
 
     def offer(self, item: T, cost: int = 1) -> None:
         """Queue ``item`` needing ``cost`` slots; QueueFull when slots and queue are all taken."""

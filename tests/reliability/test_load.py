@@ -9,13 +9,28 @@ Checked: no request that should have succeeded failed (a busy answer is a 503
 with ``Retry-After``, counted apart); every /events stream stayed open; and
 afterwards the up process and the runtime hold no more file descriptors, threads
 or memory than before (beyond a small allowance). p50/p99 go into the table,
-with how many Retry-After hints were within 2x of the real wait (the longest
-time-to-first-byte of the requests sent within 2 s of it: the tail of the queue).
+with how many Retry-After hints were within 2x of the real wait and their median
+ratio (support.reliability's rule: a wait under 1 s counts as 1 s).
+
+The real wait of a busy answer is the time from its arrival until the server
+would next admit a request. The queue has room exactly when slots plus queue hold
+fewer than their bound, and only a request ending lowers that (these clients
+never leave early), so it is the time to the first stream that ends after the
+503: every stream is one of these clients', and each sees its end a few ms after
+its slot freed. Sampling the runtime's running/waiting gauges would miss most of
+those moments: under this crowd a freed place is taken again within
+milliseconds, far inside any sampling interval, and the samples would add load
+to the 2 cores being measured.
+
+The 2x rule is reported, not asserted: timings on a loaded shared machine are no
+test (the project's rule); the estimator is held to it with a clock in
+tests/unit/test_scheduler.py. Asserted here is what does not depend on timing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import re
 import statistics
@@ -28,7 +43,7 @@ import psutil
 import pytest
 
 from modelserve.shared.net import free_port
-from support.reliability import Recorder
+from support.reliability import Recorder, retry_hint_ratio, retry_hint_within_twice
 from support.stack import stack
 
 pytestmark = pytest.mark.reliability("load")
@@ -39,7 +54,7 @@ WAITING = re.compile(r"(\d+) are waiting \(the queue holds (\d+)\)")
 @dataclass
 class Tally:
     ok: list[tuple[float, float, float]] = field(default_factory=list)  # sent, ttfb, total
-    busy: list[tuple[float, int]] = field(default_factory=list)  # when, Retry-After
+    busy: list[tuple[float, int]] = field(default_factory=list)  # answered at, Retry-After
     waiting: list[tuple[int, int]] = field(default_factory=list)  # (said waiting, queue)
     failures: list[str] = field(default_factory=list)
 
@@ -66,6 +81,17 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def real_waits(tally: Tally) -> list[tuple[int, float]]:
+    """(Retry-After, real wait) per busy answer: until the first stream ended after it."""
+    ends = sorted(sent + total for sent, _, total in tally.ok)
+    waits = []
+    for answered, hint in tally.busy:
+        later = bisect.bisect_right(ends, answered)
+        if later < len(ends):  # the last ones, after every stream ended, have none
+            waits.append((hint, ends[later] - answered))
+    return waits
+
+
 async def client(http: httpx.AsyncClient, url: str, until: float, tally: Tally) -> None:
     body = {
         "model": "demo",
@@ -79,7 +105,7 @@ async def client(http: httpx.AsyncClient, url: str, until: float, tally: Tally) 
             async with http.stream("POST", url, json=body) as answer:
                 if answer.status_code == 503:
                     retry = int(answer.headers["Retry-After"])
-                    tally.busy.append((sent, retry))
+                    tally.busy.append((time.monotonic(), retry))
                     said = WAITING.search((await answer.aread()).decode(errors="replace"))
                     if said:
                         tally.waiting.append((int(said[1]), int(said[2])))
@@ -213,15 +239,12 @@ async def test_load_through_the_gateway(
 
     ttfb = [t for _, t, _ in tally.ok]
     totals = [t for _, _, t in tally.ok]
-    off, ratios = [], []
-    for when, retry in tally.busy:
-        near = [t for sent, t, _ in tally.ok if abs(sent - when) <= 2]
-        if not near:
-            continue
-        real = max(near)  # the hint is for the tail of a full queue: its wait
-        ratios.append(retry / max(real, 1.0))
-        if not (retry <= max(1, math.ceil(2 * real)) and retry >= real / 2):
-            off.append((retry, round(real, 2)))
+    waits = real_waits(tally)
+    ratios = [retry_hint_ratio(hint, real) for hint, real in waits]
+    real = [wait for _, wait in waits] or [0.0]
+    off = [
+        (hint, round(wait, 2)) for hint, wait in waits if not retry_hint_within_twice(hint, wait)
+    ]
     reliability.note(
         f"{clients} clients: {len(tally.ok)} streams ok, "
         f"{len(tally.busy)} busy (503 + Retry-After), {len(tally.failures)} failed; "
@@ -230,7 +253,8 @@ async def test_load_through_the_gateway(
         f"p99 {percentile(totals, 99):.2f} s; GET /servers under load p50 "
         f"{percentile(listed, 50) * 1000:.0f} ms p99 {percentile(listed, 99) * 1000:.0f} ms; "
         f"Retry-After within 2x of the real wait: {len(ratios) - len(off)} of {len(ratios)} "
-        f"(median ratio {statistics.median(ratios) if ratios else 0:.2f})"
+        f"(median ratio {statistics.median(ratios) if ratios else 0:.2f}, real wait "
+        f"p50 {percentile(real, 50):.2f} s)"
     )
     reliability.figure(
         f"load-{clients}",
@@ -246,16 +270,20 @@ async def test_load_through_the_gateway(
             "total_p99": percentile(totals, 99),
             "servers_p50": percentile(listed, 50),
             "servers_p99": percentile(listed, 99),
-            "retry_after_off": off[:20],
+            "retry_after_within_2x": len(ratios) - len(off),
+            "retry_after_judged": len(ratios),
+            "retry_after_median_ratio": statistics.median(ratios) if ratios else None,
+            "real_wait_p50": percentile(real, 50),
+            "real_wait_p99": percentile(real, 99),
+            "retry_after_off": off[:20],  # (hint, real wait)
             "before": before,
             "after": after,
         },
     )
     assert tally.failures == [], tally.failures[:5]
     assert tally.ok, "nothing was served"
-    # How close Retry-After comes to the real wait is measured and reported, not
-    # asserted: timings on a shared machine are no test (the project's rule). The
-    # estimate itself is tested with a clock in tests/unit/test_scheduler.py.
+    # How close Retry-After comes to the real wait is reported above, not asserted
+    # (see the module's docstring); what does not depend on timing is.
     assert all(retry >= 1 for _, retry in tally.busy)
     # The queue holds what it says (503 bodies once said 23 waited in a 16-deep queue).
     assert len(tally.waiting) == len(tally.busy)

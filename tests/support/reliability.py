@@ -111,3 +111,18 @@ class Recorder:
     def figure(self, name: str, values: dict[str, Any]) -> None:
         """Numbers kept in build/reliability.json (not in the table)."""
         self.ledger.figures[name] = values
+
+
+def retry_hint_ratio(hint: int, real_wait: float) -> float:
+    """How far a Retry-After ``hint`` is from the ``real_wait`` (seconds) it stands for.
+
+    The header carries whole seconds, at least 1, so a real wait under a second
+    counts as 1 s: a hint of 1 s for a wait of 0.2 s is the best it can say (1.0),
+    and 2 s for it is 2.0.
+    """
+    return hint / max(real_wait, 1.0)
+
+
+def retry_hint_within_twice(hint: int, real_wait: float) -> bool:
+    """The README's promise: a busy answer's Retry-After is within 2x of the real wait."""
+    return 0.5 <= retry_hint_ratio(hint, real_wait) <= 2.0

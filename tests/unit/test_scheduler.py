@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelserve.runtime.scheduler import QueueFull, Scheduler
+from support.reliability import retry_hint_within_twice
 
 
 class Req:
@@ -85,23 +86,6 @@ def test_only_the_head_starts_and_finishing_twice_counts_once() -> None:
     assert scheduler.running == 0
 
 
-def test_retry_hint_grows_with_the_queue_and_shrinks_with_slots(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [100.0]
-    monkeypatch.setattr("modelserve.runtime.scheduler.time.monotonic", lambda: clock[0])
-    one: Scheduler[int] = Scheduler(1, 10)
-    four: Scheduler[int] = Scheduler(4, 10)
-    for n in range(8):
-        one.offer(n)
-        four.offer(n)
-    for scheduler in (one, four):
-        while (head := scheduler.peek()) is not None:
-            scheduler.start(head)
-    clock[0] += 2.0
-    assert one.retry_after() > four.retry_after() >= 1
-
-
 def test_a_refusal_never_reports_more_waiting_than_the_queue_holds() -> None:
     """Slots freed at the end of a wave lend their places to the requests about to take
     them; the refusal counts those as running (503 bodies once said 23 of 16 waited)."""
@@ -133,26 +117,129 @@ def test_a_held_head_leaves_no_place_to_free_slots() -> None:
     scheduler.offer(d)
 
 
-def test_the_retry_hint_follows_measured_slot_times_from_the_start(
+class Clock:
+    """The scheduler's clock, moved by hand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        monkeypatch.setattr("modelserve.runtime.scheduler.time.monotonic", lambda: self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_before_anything_finished_the_hint_is_the_oldest_requests_age(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A fresh server does not guess 5 s a request: before any request finished it uses
-    the oldest running one's age, afterwards the measured times."""
-    clock = [100.0]
-    monkeypatch.setattr("modelserve.runtime.scheduler.time.monotonic", lambda: clock[0])
+    """A fresh server does not guess 5 s a request (nor multiply it by the queue): a
+    request seen running for a while is taken to be about halfway through."""
+    clock = Clock(monkeypatch)
+    scheduler: Scheduler[Req] = Scheduler(2, 16)
+    for job in (a, b, c, d):
+        scheduler.offer(job)
+    assert scheduler.start(a)
+    clock.advance(0.2)
+    assert scheduler.start(b)
+    assert scheduler.retry_after() == 1  # 0.2 s so far: the minimum, 1 s
+    clock.advance(2.8)
+    assert scheduler.retry_after() == 3  # the oldest has run 3 s: about 3 s more
+    for n in range(12):
+        scheduler.offer(Req(str(n)))
+    assert scheduler.retry_after() == 3  # the queue's length does not matter
+
+
+def test_the_hint_is_the_time_left_to_the_soonest_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After requests finished, the measured time in a slot less the oldest running one's
+    age: when it ends its slot frees and so does a queue place (not the whole queue's
+    drain, which a fresh 2-slot server once put at 13 x 5 s / 2 = 33 s)."""
+    clock = Clock(monkeypatch)
     scheduler: Scheduler[Req] = Scheduler(2, 16)
     for job in (a, b, c, d):
         scheduler.offer(job)
     assert scheduler.start(a) and scheduler.start(b)
-    clock[0] += 0.2
-    assert scheduler.retry_after() == 1  # 3 x 0.2 s / 2 slots, at least a second
-    clock[0] += 0.3
-    scheduler.finish(a)
+    clock.advance(6.0)
+    scheduler.finish(a)  # both took 6 s: the mean is 6 s
     scheduler.finish(b)
-    assert scheduler.start(c) and scheduler.start(d)
-    for n in range(12):
+    assert scheduler.start(c)
+    clock.advance(2.0)
+    assert scheduler.start(d)
+    for n in range(16):
         scheduler.offer(Req(str(n)))
-    assert scheduler.retry_after() == 4  # (12 waiting + this one) x 0.5 s / 2 slots
+    with pytest.raises(QueueFull) as refused:
+        scheduler.offer(Req("late"))
+    assert refused.value.retry_after == 4  # c has run 2 of about 6 s
+    assert scheduler.retry_after() == 4
+    clock.advance(3.4)
+    assert scheduler.retry_after() == 1  # 0.6 s left: the nearest whole second, at least 1
+    clock.advance(5.0)
+    assert scheduler.retry_after() == 1  # c is past the mean: it may end any moment
+
+
+def test_the_measured_time_in_a_slot_is_a_moving_average(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slow requests once do not keep the hint long: the average follows what requests
+    take now (recent ones weigh most)."""
+    clock = Clock(monkeypatch)
+    scheduler: Scheduler[Req] = Scheduler(1, 4)
+
+    def run(job: Req, seconds: float) -> None:
+        scheduler.offer(job)
+        assert scheduler.start(job)
+        clock.advance(seconds)
+        scheduler.finish(job)
+
+    run(a, 20.0)
+    scheduler.offer(b)
+    assert scheduler.start(b)
+    assert scheduler.retry_after() == 20
+    scheduler.finish(b)
+    for n in range(20):
+        run(Req(str(n)), 2.0)
+    scheduler.offer(c)
+    assert scheduler.start(c)
+    assert scheduler.retry_after() == 2
+
+
+def test_under_steady_load_every_hint_is_within_twice_the_real_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A simulated crowd keeps 4 slots and a 16-deep queue full for a minute; requests
+    take 1.5 to 3.5 s. Each refusal's real wait is the time until a queue place frees:
+    the next finish (nothing else frees one). Once one request has finished, every hint
+    is within 2x by support.reliability's rule (a wait under 1 s counts as 1 s, the
+    shortest hint the header can say)."""
+    clock = Clock(monkeypatch)
+    scheduler: Scheduler[Req] = Scheduler(4, 16)
+    durations = [1.5, 2.0, 3.5, 2.5, 3.0]  # a fixed cycle: no randomness
+    ends: dict[Req, float] = {}
+    refusals: list[tuple[float, int]] = []
+    finishes: list[float] = []
+    started = 0
+    for tick in range(600):  # 0.1 s steps
+        for job, end in list(ends.items()):
+            if end <= clock.now:
+                scheduler.finish(job)
+                finishes.append(clock.now)
+                del ends[job]
+        while (head := scheduler.peek()) is not None:
+            assert scheduler.start(head)
+            started += 1
+            ends[head] = clock.now + durations[started % len(durations)]
+        with pytest.raises(QueueFull) as refused:
+            for n in range(30):  # more than fit: the crowd
+                scheduler.offer(Req(f"{tick}.{n}"))
+        refusals.append((clock.now, refused.value.retry_after))
+        clock.advance(0.1)
+    judged = [
+        (hint, min(f for f in finishes if f > when) - when)
+        for when, hint in refusals
+        if finishes[0] <= when < finishes[-1]
+    ]
+    assert len(judged) > 500
+    assert all(retry_hint_within_twice(hint, real) for hint, real in judged), [
+        j for j in judged if not retry_hint_within_twice(*j)
+    ][:5]
 
 
 def test_a_request_for_several_choices_takes_as_many_slots() -> None:

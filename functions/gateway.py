@@ -13,6 +13,10 @@
   upstream request is closed, which stops the runtime's generation.
 - Completions are metered per server, user and key (``usage.py``): the answer's
   usage is read as it passes and written in batches, off the request's path.
+- No database read per request on the hot path: a server's route (status and
+  runtime URL) is kept for ``auth_cache_ttl`` seconds and dropped the moment this
+  process commits a change to its record (``Routes``); a JWT's verification is
+  kept until its exp (``AccessGuard``). Upstream connections are pooled.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from modelserve.shared import logs
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
-from modelserve.shared.db import repo
+from modelserve.shared.cache import TtlCache
+from modelserve.shared.db import changes, repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
 
@@ -100,6 +105,50 @@ def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
     return f"data: {json.dumps({'error': error})}\n\n".encode()
 
 
+@dataclass(frozen=True)
+class Route:
+    """What the gateway needs of a server record to route a request to it."""
+
+    status: ServerStatus
+    message: str | None
+    internal_url: str | None
+
+
+class Routes:
+    """server -> its :class:`Route`, read at most once per ``ttl`` per server.
+
+    A change this process commits (any status move, the runtime URL with it)
+    drops the server's route at once (``changes.watch``), so here a deleted or
+    failed server is refused from the next request on; one written by another
+    process (the operator in a cluster) is seen within ``ttl``. An unknown
+    server is not kept: it is read again (a 404 is only for valid credentials).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._cache: TtlCache[uuid.UUID, Route] = TtlCache(ttl, clock)
+        self.loads = 0  # database reads, for tests
+        changes.watch(self)
+
+    async def get(self, server: uuid.UUID) -> Route:
+        """Raises ``repo.NotFound`` for an unknown server."""
+        return await self._cache.get(server, self._load)
+
+    def server_changed(self, server: uuid.UUID) -> None:
+        self._cache.invalidate(server)
+
+    async def _load(self, server: uuid.UUID) -> Route:
+        self.loads += 1
+        async with self._sessions() as session:
+            record = await repo.get_server(session, server)
+            return Route(ServerStatus(record.status), record.status_message, record.internal_url)
+
+
 @dataclass
 class GatewayDeps:
     verifier: TokenVerifier
@@ -123,6 +172,7 @@ class GatewayDeps:
             self.sessions, registry=self.metrics_registry
         )
         self.budgets = BudgetGate(self.sessions, self.recorder, ttl=self.auth_cache_ttl)
+        self.routes = Routes(self.sessions, ttl=self.auth_cache_ttl)
 
 
 @dataclass
@@ -169,17 +219,16 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def upstream_url(server: uuid.UUID, seen: _Seen) -> str:
-        async with deps.sessions() as session:
-            try:
-                record = await repo.get_server(session, server)
-            except repo.NotFound:
-                raise HTTPException(404, f"no server {server}") from None
+        try:
+            route = await deps.routes.get(server)
+        except repo.NotFound:
+            raise HTTPException(404, f"no server {server}") from None
         seen.label = str(server)  # it exists: a bounded label from here on
-        status = ServerStatus(record.status)
+        status = route.status
         if status in GONE:
             raise HTTPException(
                 410,
-                f"server {server} is {status.value}: {record.status_message or ''}".rstrip(": "),
+                f"server {server} is {status.value}: {route.message or ''}".rstrip(": "),
             )
         if deps.wake is not None and status in {
             ServerStatus.IDLE,
@@ -190,8 +239,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 return await deps.wake(server)
             except Exception as exc:  # the backend says why it could not start
                 raise HTTPException(503, str(exc), headers={"Retry-After": RETRY_SECONDS}) from None
-        if status is ServerStatus.READY and record.internal_url:
-            return record.internal_url
+        if status is ServerStatus.READY and route.internal_url:
+            return route.internal_url
         if status in STARTING or status is ServerStatus.IDLE:
             raise HTTPException(
                 503,

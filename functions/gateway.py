@@ -69,6 +69,9 @@ HOP_BY_HOP = {
     "authorization",
 }
 STARTING = {*PIPELINE, ServerStatus.LOADING}
+# A non-streamed answer up to this size (a completion's JSON) is read whole and sent
+# in one message; longer or unknown-length ones stream through.
+WHOLE_BODY_BYTES = 256 * 1024
 
 
 def upstream_client(
@@ -93,6 +96,12 @@ def upstream_client(
         transport=network(pool) if network is not None else pool,
         timeout=httpx.Timeout(30, read=None),
     )
+
+
+def _small(response: httpx.Response) -> bool:
+    """An answer of known length up to ``WHOLE_BODY_BYTES``: relayed in one piece."""
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= WHOLE_BODY_BYTES
 
 
 def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
@@ -251,11 +260,14 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             503, f"server {server} has no endpoint yet", headers={"Retry-After": RETRY_SECONDS}
         )
 
-    @app.api_route(
-        "/{server_uuid}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    )
-    async def proxy(server_uuid: str, path: str, request: Request) -> Response:
-        """Relay one request, counting it under its server once that server is known."""
+    async def proxy(request: Request) -> Response:
+        """Relay one request, counting it under its server once that server is known.
+
+        A plain Starlette route: FastAPI's parameter solving and validation cost
+        more than everything else the gateway does to a request, and it has no
+        parameters to validate.
+        """
+        server_uuid, path = request.path_params["server_uuid"], request.path_params["path"]
         seen = _Seen(time.perf_counter())
         try:
             response = await relay(server_uuid, path, request, seen)
@@ -322,13 +334,44 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             if ticket is not None:
                 ticket.done(0)
             raise
+        content_type = response.headers.get("content-type", "")
         meter = (
-            UsageMeter(response.headers.get("content-type", ""), hide_usage)
-            if metered and response.status_code < 400
-            else None
+            UsageMeter(content_type, hide_usage) if metered and response.status_code < 400 else None
         )
-        streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+        streaming = content_type.startswith("text/event-stream")
         relayed = deps.metrics.response_bytes.labels(label)
+        answer_headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+
+        async def settle() -> None:
+            """The answer is over (sent, cut, or its client left): close it, meter it."""
+            await response.aclose()  # a client that left stops the runtime's work
+            tokens = 0
+            if meter is not None:  # a cut stream counts what was sent
+                prompt, completion = meter.finish()
+                deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
+                tokens = prompt + completion
+            if ticket is not None:
+                ticket.done(tokens)
+
+        if not streaming and _small(response):
+            # Finished upstream before its headers came (it has a length): nothing to
+            # stop if the client leaves, so one read and one send, no streaming machinery.
+            passed: bytes | None = None
+            try:
+                passed = b"".join([chunk async for chunk in response.aiter_raw()])
+                if meter is not None:
+                    passed = meter.feed(passed) + meter.rest()
+            except httpx.HTTPError as exc:  # the runtime died mid-body
+                log.warning("server %s broke off a response: %r", server, exc)
+            finally:
+                await settle()
+            if passed is None:
+                raise HTTPException(
+                    502, f"server {server} broke off its answer", headers={"Retry-After": "5"}
+                )
+            relayed.inc(len(passed))
+            return Response(passed, status_code=response.status_code, headers=answer_headers)
+
         streams = deps.metrics.streams.labels(label)
 
         async def body() -> AsyncIterator[bytes]:
@@ -352,24 +395,19 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             finally:
                 if streaming:
                     streams.dec()
-                await response.aclose()  # a client that left stops the runtime's work
-                tokens = 0
-                if meter is not None:  # a cut stream counts what was sent
-                    prompt, completion = meter.finish()
-                    deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
-                    tokens = prompt + completion
-                if ticket is not None:
-                    ticket.done(tokens)
+                await settle()
 
         stream = body()
         if ticket is not None:
             # A body never iterated (the client left first) has no finally to run:
             # its collection lets the budget's next request in.
             weakref.finalize(stream, ticket.done, 0)
-        return StreamingResponse(
-            stream,
-            status_code=response.status_code,
-            headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
-        )
+        return StreamingResponse(stream, status_code=response.status_code, headers=answer_headers)
 
+    app.router.add_route(
+        "/{server_uuid}/{path:path}",
+        proxy,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
     return app

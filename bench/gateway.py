@@ -10,9 +10,10 @@ client never competes with the stack for this process's interpreter lock.
   request, so drift hits both alike; a small non-streamed completion and a
   streamed chat (time to the first body byte, and to the end). "Added" is the
   median of the paired differences (gateway minus the direct request next to it).
-- Throughput: ``--clients`` concurrent clients (one asyncio + httpx process)
-  sending small completions for ``--seconds``, direct and gateway alternating
-  round by round (``--rounds``); requests/s is the median over rounds.
+- Throughput: ``--clients`` concurrent clients (keep-alive connections of a lean
+  asyncio load generator in one process, ``RawConnection``) sending small
+  completions for ``--seconds``, direct and gateway alternating round by round
+  (``--rounds``); requests/s is the median over rounds.
 - Serve -> ready for a fresh server (pipeline + runtime start), as context.
 - ``--profile``: one more gateway load round under ``py-spy record`` (give its
   path, or have it on PATH) attached to this process; the top entries by own
@@ -163,28 +164,88 @@ def latency(spec: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     return samples
 
 
-async def load_round(http: httpx.AsyncClient, target: Target, clients: int, seconds: float) -> Any:
-    """``clients`` loops of small completions for ``seconds``: completed, errors, latencies."""
-    url, headers = f"{target['base']}/v1/completions", target["headers"]
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that sends a prepared request and reads the answer.
+
+    A load generator as lean as ``wrk``'s loop (none is installed here, and an
+    httpx client spends more CPU per request than the gateway itself, which on a
+    two-core machine would measure the client): the request bytes are built once,
+    the answer is read by its Content-Length (or chunks) and only its status kept.
+    """
+
+    def __init__(self, base: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        url = httpx.URL(base)
+        self.host, self.port = url.host, url.port or 80
+        head = [
+            f"POST {url.raw_path.decode().rstrip('/')}{path} HTTP/1.1",
+            f"Host: {url.netloc.decode()}",
+        ]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        self.request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self) -> int:
+        """The answer's status; reconnects once when the server had closed an idle connection."""
+        for attempt in (0, 1):
+            if self.reader is None or self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(self.request)
+            try:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                await self.close()
+                if attempt:
+                    raise
+                continue
+            return await self._rest(head)
+        raise AssertionError("unreachable")
+
+    async def _rest(self, head: bytes) -> int:
+        assert self.reader is not None
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)
+        }
+        if fields.get("transfer-encoding", "").lower() == "chunked":
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            await self.reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load_round(pool: list[RawConnection], seconds: float) -> Any:
+    """Each connection a client: small completions back to back for ``seconds``."""
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
 
-    async def client() -> None:
+    async def client(connection: RawConnection) -> None:
         while (started := time.perf_counter()) < deadline:
             try:
-                response = await http.post(url, headers=headers, json=COMPLETION)
-                await response.aread()
-            except httpx.HTTPError as exc:
+                status = await connection.post()
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 errors[type(exc).__name__] += 1
+                await connection.close()
                 continue
-            if response.status_code != 200:
-                errors[str(response.status_code)] += 1
+            if status != 200:
+                errors[str(status)] += 1
                 continue
             latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(c) for c in pool))
     wall = time.perf_counter() - began
     return {
         "rps": len(latencies) / wall,
@@ -198,20 +259,26 @@ async def load_round(http: httpx.AsyncClient, target: Target, clients: int, seco
 async def throughput(spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Rounds alternating the targets (order flipped every round), one pool per target."""
     targets: list[Target] = spec["targets"]
-    clients, seconds = spec["clients"], spec["seconds"]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    body = json.dumps(COMPLETION).encode()
+    pools = {
+        t["name"]: [
+            RawConnection(t["base"], "/v1/completions", t["headers"], body)
+            for _ in range(spec["clients"])
+        ]
+        for t in targets
+    }
     rounds: dict[str, list[dict[str, Any]]] = {t["name"]: [] for t in targets}
-    pools = {t["name"]: httpx.AsyncClient(timeout=60, limits=limits) for t in targets}
     try:
         for target in targets:  # warm: every connection open, caches filled
-            await load_round(pools[target["name"]], target, clients, spec["warmup_s"])
+            await load_round(pools[target["name"]], spec["warmup_s"])
         for i in range(spec["rounds"]):
             for target in targets if i % 2 == 0 else targets[::-1]:
-                result = await load_round(pools[target["name"]], target, clients, seconds)
+                result = await load_round(pools[target["name"]], spec["seconds"])
                 rounds[target["name"]].append(result)
     finally:
         for pool in pools.values():
-            await pool.aclose()
+            for connection in pool:
+                await connection.close()
     return rounds
 
 

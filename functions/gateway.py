@@ -313,12 +313,11 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 content, hide_usage = prepared.body, prepared.hide_usage
                 deps.metrics.request_bytes.labels(label).inc(len(content))
                 headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
+            url = f"{base.rstrip('/')}/{path}"
+            if query := request.scope.get("query_string"):  # as sent: no parse and re-encode
+                url = f"{url}?{query.decode('latin-1')}"
             upstream = deps.http.build_request(
-                request.method,
-                f"{base.rstrip('/')}/{path}",
-                params=request.query_params,
-                headers=headers,
-                content=content,
+                request.method, url, headers=headers, content=content
             )
             deps.metrics.added_latency.labels(label).observe(time.perf_counter() - seen.arrived)
             try:

@@ -13,6 +13,10 @@
   upstream request is closed, which stops the runtime's generation.
 - Completions are metered per server, user and key (``usage.py``): the answer's
   usage is read as it passes and written in batches, off the request's path.
+- No database read per request on the hot path: a server's route (status and
+  runtime URL) is kept for ``auth_cache_ttl`` seconds and dropped the moment this
+  process commits a change to its record (``Routes``); a JWT's verification is
+  kept until its exp (``AccessGuard``). Upstream connections are pooled.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from modelserve.shared import logs, tracing
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
-from modelserve.shared.db import repo
+from modelserve.shared.cache import TtlCache
+from modelserve.shared.db import changes, repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
 
@@ -64,6 +69,9 @@ HOP_BY_HOP = {
     "authorization",
 }
 STARTING = {*PIPELINE, ServerStatus.LOADING}
+# A non-streamed answer up to this size (a completion's JSON) is read whole and sent
+# in one message; longer or unknown-length ones stream through.
+WHOLE_BODY_BYTES = 256 * 1024
 
 
 def upstream_client(
@@ -90,6 +98,12 @@ def upstream_client(
     )
 
 
+def _small(response: httpx.Response) -> bool:
+    """An answer of known length up to ``WHOLE_BODY_BYTES``: relayed in one piece."""
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= WHOLE_BODY_BYTES
+
+
 def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
     """An OpenAI-style error event, so a streaming client learns the stream broke."""
     error = {
@@ -98,6 +112,50 @@ def _stream_error(server: uuid.UUID, exc: Exception) -> bytes:
         "code": 502,
     }
     return f"data: {json.dumps({'error': error})}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the gateway needs of a server record to route a request to it."""
+
+    status: ServerStatus
+    message: str | None
+    internal_url: str | None
+
+
+class Routes:
+    """server -> its :class:`Route`, read at most once per ``ttl`` per server.
+
+    A change this process commits (any status move, the runtime URL with it)
+    drops the server's route at once (``changes.watch``), so here a deleted or
+    failed server is refused from the next request on; one written by another
+    process (the operator in a cluster) is seen within ``ttl``. An unknown
+    server is not kept: it is read again (a 404 is only for valid credentials).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._cache: TtlCache[uuid.UUID, Route] = TtlCache(ttl, clock)
+        self.loads = 0  # database reads, for tests
+        changes.watch(self)
+
+    async def get(self, server: uuid.UUID) -> Route:
+        """Raises ``repo.NotFound`` for an unknown server."""
+        return await self._cache.get(server, self._load)
+
+    def server_changed(self, server: uuid.UUID) -> None:
+        self._cache.invalidate(server)
+
+    async def _load(self, server: uuid.UUID) -> Route:
+        self.loads += 1
+        async with self._sessions() as session:
+            record = await repo.get_server(session, server)
+            return Route(ServerStatus(record.status), record.status_message, record.internal_url)
 
 
 @dataclass
@@ -123,6 +181,7 @@ class GatewayDeps:
             self.sessions, registry=self.metrics_registry
         )
         self.budgets = BudgetGate(self.sessions, self.recorder, ttl=self.auth_cache_ttl)
+        self.routes = Routes(self.sessions, ttl=self.auth_cache_ttl)
 
 
 @dataclass
@@ -169,17 +228,16 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def upstream_url(server: uuid.UUID, seen: _Seen) -> str:
-        async with deps.sessions() as session:
-            try:
-                record = await repo.get_server(session, server)
-            except repo.NotFound:
-                raise HTTPException(404, f"no server {server}") from None
+        try:
+            route = await deps.routes.get(server)
+        except repo.NotFound:
+            raise HTTPException(404, f"no server {server}") from None
         seen.label = str(server)  # it exists: a bounded label from here on
-        status = ServerStatus(record.status)
+        status = route.status
         if status in GONE:
             raise HTTPException(
                 410,
-                f"server {server} is {status.value}: {record.status_message or ''}".rstrip(": "),
+                f"server {server} is {status.value}: {route.message or ''}".rstrip(": "),
             )
         if deps.wake is not None and status in {
             ServerStatus.IDLE,
@@ -190,8 +248,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 return await deps.wake(server)
             except Exception as exc:  # the backend says why it could not start
                 raise HTTPException(503, str(exc), headers={"Retry-After": RETRY_SECONDS}) from None
-        if status is ServerStatus.READY and record.internal_url:
-            return record.internal_url
+        if status is ServerStatus.READY and route.internal_url:
+            return route.internal_url
         if status in STARTING or status is ServerStatus.IDLE:
             raise HTTPException(
                 503,
@@ -202,11 +260,14 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             503, f"server {server} has no endpoint yet", headers={"Retry-After": RETRY_SECONDS}
         )
 
-    @app.api_route(
-        "/{server_uuid}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    )
-    async def proxy(server_uuid: str, path: str, request: Request) -> Response:
-        """Relay one request, counting it under its server once that server is known."""
+    async def proxy(request: Request) -> Response:
+        """Relay one request, counting it under its server once that server is known.
+
+        A plain Starlette route: FastAPI's parameter solving and validation cost
+        more than everything else the gateway does to a request, and it has no
+        parameters to validate.
+        """
+        server_uuid, path = request.path_params["server_uuid"], request.path_params["path"]
         seen = _Seen(time.perf_counter())
         try:
             response = await relay(server_uuid, path, request, seen)
@@ -254,12 +315,11 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 content, hide_usage = prepared.body, prepared.hide_usage
                 deps.metrics.request_bytes.labels(label).inc(len(content))
                 headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
+            url = f"{base.rstrip('/')}/{path}"
+            if query := request.scope.get("query_string"):  # as sent: no parse and re-encode
+                url = f"{url}?{query.decode('latin-1')}"
             upstream = deps.http.build_request(
-                request.method,
-                f"{base.rstrip('/')}/{path}",
-                params=request.query_params,
-                headers=headers,
-                content=content,
+                request.method, url, headers=headers, content=content
             )
             deps.metrics.added_latency.labels(label).observe(time.perf_counter() - seen.arrived)
             try:
@@ -276,13 +336,44 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             if ticket is not None:
                 ticket.done(0)
             raise
+        content_type = response.headers.get("content-type", "")
         meter = (
-            UsageMeter(response.headers.get("content-type", ""), hide_usage)
-            if metered and response.status_code < 400
-            else None
+            UsageMeter(content_type, hide_usage) if metered and response.status_code < 400 else None
         )
-        streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+        streaming = content_type.startswith("text/event-stream")
         relayed = deps.metrics.response_bytes.labels(label)
+        answer_headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+
+        async def settle() -> None:
+            """The answer is over (sent, cut, or its client left): close it, meter it."""
+            await response.aclose()  # a client that left stops the runtime's work
+            tokens = 0
+            if meter is not None:  # a cut stream counts what was sent
+                prompt, completion = meter.finish()
+                deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
+                tokens = prompt + completion
+            if ticket is not None:
+                ticket.done(tokens)
+
+        if not streaming and _small(response):
+            # Finished upstream before its headers came (it has a length): nothing to
+            # stop if the client leaves, so one read and one send, no streaming machinery.
+            passed: bytes | None = None
+            try:
+                passed = b"".join([chunk async for chunk in response.aiter_raw()])
+                if meter is not None:
+                    passed = meter.feed(passed) + meter.rest()
+            except httpx.HTTPError as exc:  # the runtime died mid-body
+                log.warning("server %s broke off a response: %r", server, exc)
+            finally:
+                await settle()
+            if passed is None:
+                raise HTTPException(
+                    502, f"server {server} broke off its answer", headers={"Retry-After": "5"}
+                )
+            relayed.inc(len(passed))
+            return Response(passed, status_code=response.status_code, headers=answer_headers)
+
         streams = deps.metrics.streams.labels(label)
 
         async def body() -> AsyncIterator[bytes]:
@@ -307,24 +398,19 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 span.end()
                 if streaming:
                     streams.dec()
-                await response.aclose()  # a client that left stops the runtime's work
-                tokens = 0
-                if meter is not None:  # a cut stream counts what was sent
-                    prompt, completion = meter.finish()
-                    deps.recorder.record(server, who.subject, who.key_id, prompt, completion)
-                    tokens = prompt + completion
-                if ticket is not None:
-                    ticket.done(tokens)
+                await settle()
 
         stream = body()
         if ticket is not None:
             # A body never iterated (the client left first) has no finally to run:
             # its collection lets the budget's next request in.
             weakref.finalize(stream, ticket.done, 0)
-        return StreamingResponse(
-            stream,
-            status_code=response.status_code,
-            headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
-        )
+        return StreamingResponse(stream, status_code=response.status_code, headers=answer_headers)
 
+    app.router.add_route(
+        "/{server_uuid}/{path:path}",
+        proxy,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
     return app

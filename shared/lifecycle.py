@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.shared.db import changes
 from modelserve.shared.db.errors import NotFound
 from modelserve.shared.db.models import ServerRecord, utcnow
 
@@ -128,6 +129,7 @@ async def transition(
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) == 1:
+        changes.changed(session, server)  # a cached copy (the gateway's) goes at the commit
         return Moved(True, to)
     current = await session.scalar(
         select(ServerRecord.status).where(ServerRecord.server_uuid == server)

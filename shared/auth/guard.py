@@ -13,17 +13,22 @@ once (``invalidate_*``), so there the refusal is immediate.
 
 Last-used times are noted in memory and written in batches (with the next load,
 or ``flush``), never by the request itself.
+
+A JWT's signature and claims are checked once per token and server, not per
+request (the gateway's hot path: PyJWT's HMAC check alone cost a tenth of its
+time): the result is kept until the token's ``exp``, at most
+``VERIFIED_SECONDS``, in a bounded map. Only the verification is kept; whether
+its user is disabled or gone is still asked of the user cache on every request,
+so a disabled user is refused exactly as before.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,12 +42,13 @@ from modelserve.shared.auth.errors import (
     RevokedKey,
 )
 from modelserve.shared.auth.tokens import Claims, TokenKind, TokenVerifier
+from modelserve.shared.cache import MAX_ENTRIES, TtlCache
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role
 
-K = TypeVar("K")
-V = TypeVar("V")
-MAX_ENTRIES = 10_000
+# A verified JWT is trusted again without its signature check for at most this long
+# (and never past its exp): a key removed from a JWKS stops its tokens within it.
+VERIFIED_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,46 +92,6 @@ class KeyState:
     owner_budget: int | None = None
 
 
-class TtlCache(Generic[K, V]):
-    """Values kept for ``ttl`` seconds; one load at a time per key (single flight)."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
-        self._ttl, self._clock = ttl, clock
-        self._values: dict[K, tuple[float, V]] = {}
-        self._loading: dict[K, asyncio.Future[V]] = {}
-
-    async def get(self, key: K, load: Callable[[K], Awaitable[V]]) -> V:
-        hit = self._values.get(key)
-        if hit is not None and self._clock() < hit[0]:
-            return hit[1]
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
-        try:
-            value = await load(key)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            if len(self._values) >= MAX_ENTRIES:
-                self._values.clear()  # crude but bounded: garbage keys cannot grow memory
-            self._values[key] = (self._clock() + self._ttl, value)
-            future.set_result(value)
-            return value
-        finally:
-            del self._loading[key]
-
-    def invalidate(self, key: K) -> None:
-        self._values.pop(key, None)
-
-    def invalidate_where(self, predicate: Callable[[V], bool]) -> None:
-        for key in [k for k, (_, v) in self._values.items() if predicate(v)]:
-            del self._values[key]
-
-
 class AccessGuard:
     """Verifies a bearer credential and refuses revoked, expired and disabled ones."""
 
@@ -141,6 +107,8 @@ class AccessGuard:
         self._sessions = sessions
         self._keys: TtlCache[str, KeyState | None] = TtlCache(ttl, clock)
         self._users: TtlCache[str, UserState | None] = TtlCache(ttl, clock)
+        self._verified: dict[tuple[str, uuid.UUID], tuple[float, Claims]] = {}
+        self._clock = clock
         self._used: dict[str, dt.datetime] = {}
         self.loads = 0  # database round trips for credentials, for tests and metrics
 
@@ -158,7 +126,7 @@ class AccessGuard:
         """The gateway's and ``/auth``'s check for one server: a key or a JWT."""
         if token is not None and apikeys.looks_like_key(token):
             return await self._key(token, server)
-        claims = self.verifier.verify_for_server(token, server)
+        claims = self._verified_for_server(token, server)
         user = await self._refuse_disabled(
             claims.subject, must_exist=claims.kind is TokenKind.ACCESS
         )
@@ -174,6 +142,8 @@ class AccessGuard:
     def invalidate_user(self, username: str) -> None:
         self._users.invalidate(username)
         self._keys.invalidate_where(lambda state: state is not None and state.owner == username)
+        for key in [k for k, (_, c) in list(self._verified.items()) if c.subject == username]:
+            self._verified.pop(key, None)
 
     async def flush(self) -> None:
         """Write the last-used times noted since the last batch."""
@@ -184,6 +154,22 @@ class AccessGuard:
             await repo.touch_api_keys(session, used)
 
     # --- internals --------------------------------------------------------------------
+
+    def _verified_for_server(self, token: str | None, server: uuid.UUID) -> Claims:
+        """``verify_for_server``, its success remembered per (token, server) until exp."""
+        if token is None:
+            return self.verifier.verify_for_server(token, server)  # raises MissingToken
+        now = self._clock()
+        if (hit := self._verified.get((token, server))) is not None:
+            if now < hit[0]:
+                return hit[1]
+            self._verified.pop((token, server), None)
+        claims = self.verifier.verify_for_server(token, server)  # a refusal raises: not kept
+        left = (claims.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        if len(self._verified) >= MAX_ENTRIES:
+            self._verified.clear()  # crude but bounded, like the other caches
+        self._verified[(token, server)] = (now + min(left, VERIFIED_SECONDS), claims)
+        return claims
 
     async def _key(self, token: str, server: uuid.UUID) -> Principal:
         parsed = apikeys.parse(token)

@@ -17,6 +17,7 @@ from sqlalchemy import Insert, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelserve.shared.db import changes
 from modelserve.shared.db.errors import Conflict, NotFound
 from modelserve.shared.db.models import (
     ApiKey,
@@ -158,6 +159,7 @@ async def update_server(
     )
     if getattr(result, "rowcount", 0) == 0:
         raise NotFound(f"no server {server_uuid}")
+    changes.changed(session, server_uuid)
     return await get_server(session, server_uuid, fresh=True)
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from modelserve.shared.auth import apikeys
-from modelserve.shared.auth.guard import TtlCache
+from modelserve.shared.cache import TtlCache
 
 
 def test_a_new_key_is_prefixed_random_and_kept_only_as_a_hash() -> None:

@@ -176,3 +176,56 @@ async def test_a_runtime_that_dies_is_a_502_to_retry_or_an_error_event(stack: An
     assert lines[0] == 'data: {"choices": ["one"]}'
     error = json.loads(lines[-1].removeprefix("data: "))["error"]
     assert error["code"] == 502 and "stopped answering mid-stream" in error["message"]
+
+
+async def test_a_small_answer_cut_short_is_a_502_not_a_truncated_body(stack: Any) -> None:
+    """A non-streamed answer of known length is relayed whole: one the runtime breaks
+    off before its length is reached is a 502 to retry, never half a JSON body."""
+
+    async def runtime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 80\r\n\r\n"
+            b'{"choices": ['
+        )
+        await writer.drain()
+        writer.transport.abort()
+
+    cutting = await asyncio.start_server(runtime, "127.0.0.1", 0)
+    port = cutting.sockets[0].getsockname()[1]
+    server = await ready_server(stack, f"http://127.0.0.1:{port}")
+    try:
+        answer = await stack.http.post(
+            f"{stack.gateway}/{server}/v1/completions", headers=stack.auth("vic"), json={}
+        )
+    finally:
+        cutting.close()
+        await cutting.wait_closed()
+    assert answer.status_code == 502 and answer.headers["retry-after"] == "5", answer.text
+    assert "broke off" in answer.json()["detail"]
+
+
+async def test_the_path_and_query_reach_the_runtime_as_sent(stack: Any) -> None:
+    lines: list[bytes] = []
+
+    async def runtime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    seen = await asyncio.start_server(runtime, "127.0.0.1", 0)
+    port = seen.sockets[0].getsockname()[1]
+    server = await ready_server(stack, f"http://127.0.0.1:{port}")
+    try:
+        answer = await stack.http.get(
+            f"{stack.gateway}/{server}/v1/models?limit=2&after=a%20b&x=%2F",
+            headers=stack.auth("vic"),
+        )
+    finally:
+        seen.close()
+        await seen.wait_closed()
+    assert answer.status_code == 200 and answer.json() == {}
+    assert lines == [b"GET /v1/models?limit=2&after=a%20b&x=%2F HTTP/1.1"]

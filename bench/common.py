@@ -211,19 +211,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_measured(argv: Sequence[str], **kw: Any) -> tuple[str, float, int]:
-    """Run ``argv`` to the end; (its stdout, wall seconds, peak RSS in bytes of that
-    process alone, from ``wait4``'s rusage, not a sampled guess)."""
+def run_measured(argv: Sequence[str], **kw: Any) -> tuple[str, float]:
+    """Run ``argv`` to the end; (its stdout, wall seconds). A peak RSS comes from the child
+    itself (VmHWM): wait4's ru_maxrss carries the parent's RSS at fork into the child's."""
     started = time.perf_counter()
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, **kw)
-    assert process.stdout is not None
-    out = process.stdout.read()  # the child writes a line or two: no pipe can fill
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    done = subprocess.run(list(argv), stdout=subprocess.PIPE, check=False, **kw)
     wall = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"{argv[:4]} exited {process.returncode}")
-    return out.decode(), wall, usage.ru_maxrss * 1024  # Linux: kilobytes
+    if done.returncode != 0:
+        raise RuntimeError(f"{list(argv)[:4]} exited {done.returncode}")
+    return done.stdout.decode(), wall
 
 
 def quiet_werkzeug() -> None:

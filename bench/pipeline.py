@@ -13,10 +13,16 @@ sample in one run:
   process per step (gunicorn, the functions image's command: Knative's path).
 
 Each of them once as is and once with every event delivered twice (the steps
-must dedupe). A sample is the time from publishing ``serve.requested`` to the
-broker seeing ``server.applied`` for that server; the server record is created
-before the clock starts (``POST /serve`` does that before it publishes). All
-sides share one SQLite database and directory store (the embedded platform).
+must dedupe; each reply is published twice again, so apply gets 8 deliveries).
+A sample is the time from publishing ``serve.requested`` until the chain is
+quiet: ``server.applied`` published and every delivery answered, the server
+checked ``pending``. (Not the arrival of ``server.applied`` alone: with
+duplicates it is sometimes never published, a duplicate of
+``contract.approved`` that saw the server already moving records "no reply" first,
+and the original then answers as it did; the ModelServe is written all the same.
+The rows count how often.) The server record is created before the clock starts
+(``POST /serve`` does that before it publishes). All sides share one SQLite
+database and directory store (the embedded platform).
 
     .venv/bin/python bench/pipeline.py            # BENCH_FULL=1: more samples
 """
@@ -280,8 +286,8 @@ def table_rows(times: dict[str, list[float]], unapplied: dict[str, int]) -> list
                     percentile(ms_[hosting], q),
                     percentile(ms_["in-process"], q),
                     "ms",
-                    f"serve.requested -> server.applied, mirrored model, {n} serves each; "
-                    "the difference is the hosting (HTTP, functions-framework)",
+                    f"serve.requested -> server.applied (the chain quiet), mirrored model, "
+                    f"{n} serves each; the difference is the hosting (HTTP, functions-framework)",
                 )
             )
     for hosting in ("in-process", "functions-framework, processes", "functions-framework, threads"):

@@ -207,7 +207,7 @@ def main() -> None:
     full = full_mode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="small,medium")
-    parser.add_argument("--rounds", type=int, default=5 if full else 2)
+    parser.add_argument("--rounds", type=int, default=5 if full else 3)
     args = parser.parse_args()
     presets = args.presets.split(",")
     for preset in presets:

@@ -360,7 +360,7 @@ def main() -> None:
     full = full_mode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024 if full else 256)
-    parser.add_argument("--rounds", type=int, default=3 if full else 2)
+    parser.add_argument("--rounds", type=int, default=5 if full else 3)
     parser.add_argument("--child", choices=["mirror", "copy"], help=argparse.SUPPRESS)
     parser.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -312,7 +312,7 @@ def main() -> None:
     quiet_werkzeug()
     full = full_mode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=100 if full else 15)
+    parser.add_argument("--samples", type=int, default=100 if full else 30)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelserve-bench-pipeline-") as tmp:

@@ -21,7 +21,7 @@ help:
 	@echo "make test     lint + the whole test suite (real Postgres, MinIO, Kubernetes API)"
 	@echo "make lint     ruff + mypy + import contracts"
 	@echo "make reliability  tokens, hostile input, SSRF, faults, load (table + build/reliability.json)"
-	@echo "make bench    runtime vs llama.cpp servers, gateway overhead (tables + bench/results/*.json)"
+	@echo "make bench    every benchmark (runtime, gateway, pipeline, mirror, cold start): one table + bench/results/latest.json; BENCH_FULL=1 for longer runs"
 	@echo "make install  create .venv and install modelserve with all extras; build the dashboard"
 	@echo "make wheel    dist/modelserve-*.whl, carrying the manifests and the built dashboard"
 	@echo "make images   the container images $(IMAGE_REGISTRY)/{runtime,functions}:$(IMAGE_TAG) (docker)"
@@ -75,10 +75,10 @@ reliability: install
 up: install
 	$(BIN)/modelserve up
 
-# Benchmarks print a table and write JSON to bench/results/; never part of `make test`.
+# Benchmarks: bench/run.py runs every script in turn (quick; BENCH_FULL=1 for longer),
+# prints one markdown table and writes bench/results/latest.json; never part of `make test`.
 bench: install
-	$(BIN)/python bench/runtime.py
-	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/run.py
 
 # The wheel carries config/ and dashboard/dist through modelserve/config and modelserve/web.
 wheel: install

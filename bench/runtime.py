@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,13 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import CACHE, REPO, Row, percentile, write_results
+from common import row as table_row
 
 from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.net import free_port
 
-RESULTS = Path(__file__).resolve().parent / "results"
-REPO = Path(__file__).resolve().parent.parent
-CACHE = Path.home() / ".cache" / "modelserve"
 BASELINE_COMMIT = "b0a0f52"  # the FIFO-lock runtime, before issue 16
 EOS = 2
 PROMPT = (
@@ -77,12 +74,6 @@ class Run:
     tokens: int
     ttfts: list[float]
     rates: list[float]  # per-stream decode tok/s after the first token
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -315,6 +306,43 @@ def print_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def table_rows(sides: list[dict[str, Any]], ratios: dict[str, float | None]) -> list[Row]:
+    """The issue's ratios in the shared row shape (ours: modelserve, baseline: the other)."""
+    ours = "modelserve"
+    wanted = [
+        ("1 stream tok/s vs in-process", 1, "in-process llama-cpp-python", "stream_tok_s", "tok/s"),
+        ("8 streams agg tok/s vs llama-server", 8, "llama-server", "aggregate_tok_s", "tok/s"),
+        ("8 streams agg tok/s vs FIFO runtime", 8, "modelserve FIFO", "aggregate_tok_s", "tok/s"),
+        (
+            "8 streams agg tok/s vs llama-cpp-python server",
+            8,
+            "llama-cpp-python server",
+            "aggregate_tok_s",
+            "tok/s",
+        ),
+        ("8 streams p99 TTFT vs llama-server", 8, "llama-server", "ttft_p99_s", "s"),
+    ]
+
+    def value(side: str, n: int, key: str) -> float | None:
+        for item in sides:
+            if item["side"] == side and item["streams"] == n and key in item:
+                return float(item[key])
+        return None
+
+    made: list[Row] = []
+    for label, n, other, key, unit in wanted:
+        if label not in ratios:
+            continue
+        note = next(
+            (s["note"] for s in sides if s["side"] == other and "note" in s),
+            f"medians over rounds, {key}",
+        )
+        made.append(
+            table_row(f"runtime: {label}", value(ours, n, key), value(other, n, key), unit, note)
+        )
+    return made
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -379,28 +407,23 @@ def main() -> None:
     for label, value in ratios.items():
         lines.append(f"{label:48} {'n/a' if value is None else f'{value:.2f}x'}")
     print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"runtime-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                },
-                "model": {"preset": args.preset, "path": str(model)},
-                "threads": args.threads,
-                "tokens": args.tokens,
-                "prompt": PROMPT,
-                "rows": rows,
-                "ratios": ratios,
-                "runs": [r.__dict__ for r in runs],
-                "logs": str(logs),
-            },
-            indent=2,
-        )
+    out = write_results(
+        "runtime",
+        table_rows(rows, ratios),
+        settings={
+            "preset": args.preset,
+            "threads": args.threads,
+            "tokens": args.tokens,
+            "streams": args.streams,
+            "rounds": args.rounds,
+            "ctx": args.ctx,
+        },
+        samples=[r.__dict__ for r in runs],
+        model={"preset": args.preset, "path": str(model), "bytes": model.stat().st_size},
+        prompt=PROMPT,
+        sides=rows,
+        ratios=ratios,
+        logs=str(logs),
     )
     print(f"\nsamples: {out}")
 

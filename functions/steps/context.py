@@ -44,7 +44,8 @@ class Superseded(Exception):
     """The server moved on without this event (deleted, failed, or further along).
 
     The step stops where it is and its event is acked with no reply: redelivering
-    it could never succeed, and going on would write over a newer truth.
+    it could never succeed, and going on would write over a newer truth. Nothing is
+    recorded for it, so a twin delivery that did the work gives the event's answer.
     """
 
     def __init__(self, server: uuid.UUID, wanted: ServerStatus, current: ServerStatus) -> None:

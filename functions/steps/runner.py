@@ -147,8 +147,11 @@ async def _run_step(step: str, handler: Handler, event: CloudEvent, ctx: StepCon
     except RetryLater as exc:
         return Outcome(503, message=str(exc))
     except Superseded as exc:
+        # Not written in the ledger: when a twin delivery of this event is what moved
+        # the server on, the twin's answer is the event's answer, and writing "no
+        # reply" first would make the twin answer that too (its reply lost).
         log.info("%s: %s; acking %s", step, exc, event["id"])
-        reply = None
+        return Outcome(202)
     except TRANSIENT as exc:
         log.warning("%s: transient failure, asking for redelivery: %s", step, exc)
         return Outcome(503, message=f"{type(exc).__name__}: {exc}")

@@ -8,6 +8,7 @@ is the API's own ``DELETE /servers/{uuid}``. Each case ends with the record
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -150,6 +151,47 @@ async def test_delete_while_applying_takes_the_modelserve_back(
     assert (await record(pipe, server)).status == "deleted"
     # The model stays mirrored for the next request.
     assert await pipe.store.read_all(object_key("demo")) == tiny_gguf
+
+
+async def test_a_duplicate_superseded_by_its_twin_does_not_swallow_the_reply(
+    pipeline_factory: Any, tiny_gguf: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deliveries of one ``contract.approved`` at once. The first applies and
+    moves the server to ``pending``; before it writes its answer in the ledger, the
+    second finds the server already ``pending`` and stops. That second delivery once
+    wrote "no reply" as the event's answer, the first then found the ledger taken and
+    answered the same, and the chain's last event, ``server.applied``, was lost (13 to
+    16 serves in 30 in the pipeline benchmark with every event delivered twice)."""
+    pipe = await pipeline_factory()
+    pipe.broker()  # takes the mirror's progress events
+    pipe.upload_upstream("demo", tiny_gguf)
+    approved = await run_until(pipe, await pipe.request_event("demo"), ev.CONTRACT_APPROVED)
+    server = ev.subject_uuid(approved)
+    ctx = build_context(pipe.settings)
+    reached, go = asyncio.Event(), asyncio.Event()
+    mark = repo.mark_event_processed
+
+    async def held(*args: Any, **kwargs: Any) -> bool:  # the first delivery pauses here
+        if asyncio.current_task() is first:
+            reached.set()
+            await go.wait()
+        return await mark(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "mark_event_processed", held)
+    first = asyncio.create_task(run_step("apply", apply.handle, approved, ctx))
+    async with asyncio.timeout(30):
+        await reached.wait()
+    assert (await record(pipe, server)).status == "pending"
+    twin = await run_step("apply", apply.handle, approved, ctx)
+    assert (twin.status, twin.reply) == (202, None)  # superseded by the delivery in flight
+    go.set()
+    applied = await first
+    assert applied.reply is not None and applied.reply["type"] == ev.SERVER_APPLIED
+    # A later delivery is answered from the ledger with the same reply.
+    again = await run_step("apply", apply.handle, approved, ctx)
+    await ctx.http.aclose()
+    assert again.duplicate and again.reply is not None
+    assert again.reply["id"] == applied.reply["id"]
 
 
 async def test_late_and_repeated_events_never_move_a_server_back(

@@ -64,6 +64,7 @@ def test_runtime_image_carries_the_hosts_llama_cpp_build(images: Path) -> None:
 
 @pytest.mark.parametrize("image", [RUNTIME["image"], FUNCTIONS["image"]])
 def test_images_install_the_dependencies_at_the_hosts_versions(images: Path, image: str) -> None:
+    """From the package index they would be whatever is newest the day of the build."""
     inside: dict[str, str] = json.loads(run_in(image, "python", "-c", VERSIONS))
     host = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
     for own in ("modelserve", *PACKAGING):
@@ -77,6 +78,9 @@ def test_images_install_the_dependencies_at_the_hosts_versions(images: Path, ima
 
 
 def test_functions_image_carries_the_hosts_dashboard_build(images: Path) -> None:
+    """Every file of dashboard/dist, unchanged (Vite's build is reproducible, so a
+    build of the same sources inside the image would match too: this checks what
+    the image serves, not which way it came)."""
     dist = ROOT / "dashboard" / "dist"
     listing = "cd /app/dashboard && find . -type f -exec sha256sum {} +"
     inside = {}

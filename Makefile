@@ -86,24 +86,32 @@ wheel: install
 
 # The container images, tagged as kserve/ and config/ name them. Where the official
 # base images cannot be pulled, .ci/make-bases makes local stand-ins first (cached
-# in docker's store by recipe hash). The runtime image installs the host's
-# llama-cpp-python wheel (copied into wheels/) rather than compiling llama.cpp
-# again. The CUDA image is built only where its nvidia/cuda bases are at hand.
-# --network=host: apt, pip and npm inside the build reach the mirrors as the host does.
+# in docker's store by recipe hash). What the host already has goes into the build
+# context instead of being fetched again inside each build: wheels/ gets the
+# host's wheelhouse (.ci/wheelhouse: every dependency, the llama-cpp-python build
+# among them, so llama.cpp is not compiled again) and the functions image takes
+# dashboard/dist as `make install` built it (PYTHON_DEPS=wheels, DASHBOARD=dist;
+# a plain `docker build` uses the package index and npm). The wheelhouse is made
+# while the bases are. The CUDA image is built only where its nvidia/cuda bases are
+# at hand. --network=host: apt, pip and npm inside the build reach the mirrors as
+# the host does.
 IMAGE_REGISTRY ?= ghcr.io/modelserve
 IMAGE_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DOCKER         ?= docker
 CUDA_BASES     := nvidia/cuda:12.4.1-devel-ubuntu22.04 nvidia/cuda:12.4.1-runtime-ubuntu22.04
+HOST_ARGS      := --build-arg PYTHON_DEPS=wheels --build-arg DASHBOARD=dist
 
-images: $(STAMP)
+images: $(STAMP) $(DASH_BUILD)
 	@command -v $(DOCKER) >/dev/null && $(DOCKER) info >/dev/null 2>&1 \
 		|| { echo "make images needs a running docker daemon" >&2; exit 1; }
-	rm -f wheels/*.whl && cp "$$(.ci/llama-wheel $(BIN)/python)" wheels/
-	bases=$$(.ci/make-bases --auto) \
+	@mkdir -p build
+	.ci/wheelhouse $(BIN)/python > build/wheelhouse.path & wheelhouse=$$!; \
+	bases=$$(.ci/make-bases --auto); made=$$?; wait $$wheelhouse && [ $$made = 0 ] \
+		&& rm -f wheels/*.whl && cp "$$(cat build/wheelhouse.path)"/*.whl wheels/ \
 		&& args=$$(for b in $$bases; do printf -- '--build-arg %s ' "$$b"; done) \
-		&& $(DOCKER) build --network=host $$args -f runtime/Dockerfile \
+		&& $(DOCKER) build --network=host $$args $(HOST_ARGS) -f runtime/Dockerfile \
 			-t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG) . \
-		&& $(DOCKER) build --network=host $$args -f functions/Dockerfile \
+		&& $(DOCKER) build --network=host $$args $(HOST_ARGS) -f functions/Dockerfile \
 			-t $(IMAGE_REGISTRY)/functions:$(IMAGE_TAG) .
 	@if ( for b in $(CUDA_BASES); do $(DOCKER) image inspect $$b >/dev/null 2>&1 \
 			|| $(DOCKER) pull -q $$b >/dev/null 2>&1 || exit 1; done ); then \

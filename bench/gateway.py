@@ -41,20 +41,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from common import EmbeddedStack
 
 from modelserve.functions.api.client import ApiClient
 from modelserve.functions.api.schemas import ServeBody
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
-from modelserve.shared.net import free_port
-from modelserve.stack import StackInfo, run_stack, stack_settings
+from modelserve.stack import stack_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMPLETION = {"model": "demo", "prompt": "Hello", "max_tokens": 8, "temperature": 0}
@@ -69,42 +68,6 @@ GOAL_ADDED_MS = 1.0
 IDLE_LEAVES = {"EpollSelector.select (selectors.py)", "select (selectors.py)"}
 GOAL_THROUGHPUT_RATIO = 0.8
 Target = dict[str, Any]  # {"name", "base", "headers"}
-
-
-class Stack:
-    """The embedded stack on a free port in a background thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir, self.port = data_dir, free_port()
-        self.info: StackInfo | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            await run_stack(
-                self.data_dir, "127.0.0.1", self.port, on_ready=self._on_ready, stop=self._stop
-            )
-
-        asyncio.run(main())
-
-    def _on_ready(self, info: StackInfo) -> None:
-        self.info = info
-        self._ready.set()
-
-    def __enter__(self) -> StackInfo:
-        self._thread.start()
-        if not self._ready.wait(120) or self.info is None:
-            raise RuntimeError("the stack did not start within 120 s")
-        return self.info
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
 
 
 def internal_url(data_dir: Path, server: uuid.UUID) -> str:
@@ -515,7 +478,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     profile: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="modelserve-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        with Stack(data_dir) as info, ApiClient(info.url, info.admin_token) as client:
+        with EmbeddedStack(data_dir) as info, ApiClient(info.url, info.admin_token) as client:
             ready_times = serve_to_ready(client, args.serves)
             # Room for every client in the runtime's queue: a 503 for a full queue
             # would measure the queue, not the gateway.

@@ -103,10 +103,11 @@ async def test_every_event_delivered_twice_changes_nothing(
     assert [p.name for p in folder.glob("*.json")] == [
         f"{ms.resource_name(ev.subject_uuid(event))}.json"
     ]
-    # Replies to duplicates carry the same ids, so downstream saw each reply id
-    # more than once but acted on it once.
+    # The chain's last event came out (a duplicate superseded by its twin once
+    # swallowed it), and replies to duplicates carry the same id: one distinct reply.
+    # A twin still in flight is acked without one, so how many copies came varies.
     ids = [e["id"] for e in broker.seen if e["type"] == ev.SERVER_APPLIED]
-    assert len(ids) >= 2 and len(set(ids)) == 1
+    assert ids and len(set(ids)) == 1
 
 
 async def test_two_requests_for_one_missing_model_download_once(

@@ -22,7 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    from cloudevents.http import CloudEvent
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -284,3 +287,33 @@ class EmbeddedStack:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(60)
+
+
+async def serve_requested(sessions: Any, settings: Any, issuer: Any, model: str) -> CloudEvent:
+    """A server record and its serve.requested event, as ``POST /serve`` makes them:
+    the start of a pipeline run that skips the API (the pipeline and mirror rows)."""
+    import uuid
+
+    from modelserve.shared import events as ev
+    from modelserve.shared import lifecycle
+    from modelserve.shared import modelserve as ms
+
+    server = uuid.uuid4()
+    request = ev.ServeRequest(model=model, requested_by="admin", role="admin")
+    async with sessions.begin() as session:
+        await lifecycle.create(
+            session,
+            server_uuid=server,
+            model_name=model,
+            owner="admin",
+            runtime_params=request.runtime_params,
+            replicas=request.replicas,
+            gateway_url=ms.gateway_url(settings.public_base_url, server),
+        )
+    return ev.make_event(
+        ev.SERVE_REQUESTED,
+        ev.ServeRequested(request=request),
+        source="/bench",
+        subject=server,
+        token=issuer.pipeline_token(server),
+    )

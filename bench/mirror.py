@@ -49,6 +49,7 @@ from common import (
     median,
     row,
     run_measured,
+    serve_requested,
     support_on_path,
     write_results,
 )
@@ -113,8 +114,6 @@ def child_mirror(config: dict[str, Any]) -> dict[str, Any]:
     from modelserve.functions.context_factory import build_context
     from modelserve.functions.steps import availability, mirror, signed_url
     from modelserve.shared import events as ev
-    from modelserve.shared import lifecycle
-    from modelserve.shared import modelserve as ms
     from modelserve.shared.auth.tokens import TokenIssuer
     from modelserve.shared.db.engine import make_engine, make_sessionmaker
     from modelserve.shared.db.migrate import upgrade
@@ -167,25 +166,7 @@ def child_mirror(config: dict[str, Any]) -> dict[str, Any]:
             await session.execute(delete(Lease))
         ctx = build_context(settings)
         await ctx.store.ensure_ready()
-        server = uuid.uuid4()
-        request = ev.ServeRequest(model=NAME, requested_by="admin", role="admin")
-        async with sessions.begin() as session:
-            await lifecycle.create(
-                session,
-                server_uuid=server,
-                model_name=NAME,
-                owner="admin",
-                runtime_params=request.runtime_params,
-                replicas=request.replicas,
-                gateway_url=ms.gateway_url(settings.public_base_url, server),
-            )
-        event = ev.make_event(
-            ev.SERVE_REQUESTED,
-            ev.ServeRequested(request=request),
-            source="/bench",
-            subject=server,
-            token=TokenIssuer.from_settings(settings).pipeline_token(server),
-        )
+        event = await serve_requested(sessions, settings, TokenIssuer.from_settings(settings), NAME)
         missing = await availability.handle(event, ctx)
         assert missing is not None and missing["type"] == ev.MODEL_MISSING, missing
         signed = await signed_url.handle(missing, ctx)

@@ -54,6 +54,7 @@ from common import (
     percentile,
     quiet_werkzeug,
     row,
+    serve_requested,
     write_results,
 )
 
@@ -66,8 +67,6 @@ from modelserve.functions.steps.context import StepContext
 from modelserve.functions.steps.registry import DEAD_LETTER, STEPS
 from modelserve.functions.steps.runner import run_step
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
-from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db import repo
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
@@ -185,26 +184,7 @@ class Bench:
         self.unapplied: dict[str, int] = {}
 
     async def requested(self) -> CloudEvent:
-        """A server record and its serve.requested event, as ``POST /serve`` makes them."""
-        server = uuid.uuid4()
-        request = ev.ServeRequest(model=MODEL, requested_by="admin", role="admin")
-        async with self.sessions.begin() as session:
-            await lifecycle.create(
-                session,
-                server_uuid=server,
-                model_name=MODEL,
-                owner="admin",
-                runtime_params=request.runtime_params,
-                replicas=request.replicas,
-                gateway_url=ms.gateway_url(self.settings.public_base_url, server),
-            )
-        return ev.make_event(
-            ev.SERVE_REQUESTED,
-            ev.ServeRequested(request=request),
-            source="/bench",
-            subject=server,
-            token=self.issuer.pipeline_token(server),
-        )
+        return await serve_requested(self.sessions, self.settings, self.issuer, MODEL)
 
     def sampler(
         self, label: str, http: httpx.AsyncClient, resolve: Callable[[str], str], twice: bool

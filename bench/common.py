@@ -294,26 +294,16 @@ async def serve_requested(sessions: Any, settings: Any, issuer: Any, model: str)
     the start of a pipeline run that skips the API (the pipeline and mirror rows)."""
     import uuid
 
+    from modelserve.functions.serve_request import open_serve
     from modelserve.shared import events as ev
-    from modelserve.shared import lifecycle
     from modelserve.shared import modelserve as ms
 
     server = uuid.uuid4()
-    request = ev.ServeRequest(model=model, requested_by="admin", role="admin")
-    async with sessions.begin() as session:
-        await lifecycle.create(
-            session,
-            server_uuid=server,
-            model_name=model,
-            owner="admin",
-            runtime_params=request.runtime_params,
-            replicas=request.replicas,
-            gateway_url=ms.gateway_url(settings.public_base_url, server),
-        )
-    return ev.make_event(
-        ev.SERVE_REQUESTED,
-        ev.ServeRequested(request=request),
+    return await open_serve(
+        sessions,
+        issuer,
+        server=server,
+        request=ev.ServeRequest(model=model, requested_by="admin", role="admin"),
+        gateway_url=ms.gateway_url(settings.public_base_url, server),
         source="/bench",
-        subject=server,
-        token=issuer.pipeline_token(server),
     )

@@ -1,25 +1,27 @@
-"""Put a verified GGUF from scratch space into the store and record it.
+"""Put a verified GGUF into the store and record it.
 
 The mirror step (a catalog download) and the API's upload (``models push``)
-end the same way: the file in scratch is checked (size, sha256, GGUF header),
-streamed into the store under its final key, and only then recorded. A file
-that fails any check is deleted and nothing becomes visible.
+end the same way: the bytes are checked (size, sha256, GGUF header), streamed
+into the store under their final key, and only then recorded. A file that fails
+any check leaves nothing visible. An upload is whole in scratch space before it
+is stored (``ingest``); a download is stored while it arrives (``ingest_stream``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import ModelRecord
-from modelserve.shared.gguf_inspect import GGUFError, facts_of, inspect_gguf
-from modelserve.shared.store.base import CHUNK_SIZE, ObjectIntegrityError, ObjectStore
+from modelserve.shared.gguf_inspect import GGUFError, GGUFInfo, facts_of, inspect_gguf
+from modelserve.shared.store.base import ObjectInfo, ObjectIntegrityError, ObjectStore, iter_file
 
 MODEL_NAMESPACE = uuid.UUID("0b8f8a0e-3c6e-4f55-a1c9-5d0f3b0e7a21")
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -62,10 +64,52 @@ def check_model_name(name: str) -> str:
     return name
 
 
-async def file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-            yield chunk
+async def _inspect(name: str, path: Path) -> GGUFInfo:
+    try:
+        return await asyncio.to_thread(inspect_gguf, path)
+    except GGUFError as exc:
+        raise IngestError(f"{name} is not a usable GGUF: {exc}") from None
+
+
+async def _put(
+    store: ObjectStore,
+    name: str,
+    chunks: AsyncIterator[bytes],
+    expected_size: int | None,
+    expected_sha256: str | None,
+) -> ObjectInfo:
+    try:
+        return await store.put(
+            object_key(name), chunks, expected_size=expected_size, expected_sha256=expected_sha256
+        )
+    except ObjectIntegrityError as exc:
+        raise IngestError(f"{name}: {exc}") from None
+
+
+async def _record(
+    sessions: async_sessionmaker[AsyncSession],
+    name: str,
+    stored: ObjectInfo,
+    info: GGUFInfo,
+    source: str,
+) -> ModelRecord:
+    assert stored.sha256 is not None, "both stores report the sha256 they computed"
+    async with sessions.begin() as session:
+        record, _ = await repo.get_or_create_model(
+            session,
+            model_uuid=model_uuid(name),
+            model_name=name,
+            object_path=stored.key,
+            sha256=stored.sha256,
+            size_bytes=stored.size,
+            architecture=info.architecture,
+            file_type=info.file_type,
+            parameter_count=info.parameter_count,
+            context_length=info.context_length,
+            source=source,
+            gguf=facts_of(info),
+        )
+    return record
 
 
 async def ingest(
@@ -82,8 +126,9 @@ async def ingest(
 ) -> ModelRecord:
     """Verify ``scratch`` (``size`` bytes hashing to ``sha256``), store it, record it.
 
-    The scratch file is deleted when a check fails; on success the caller may
-    delete it (the mirror keeps it until its status update is written).
+    For a file that is already whole on disk (an upload): every check runs before
+    a byte goes to the store. The scratch file is deleted when a check fails; on
+    success the caller may delete it.
     """
     try:
         if expected_size is not None and size != expected_size:
@@ -94,31 +139,41 @@ async def ingest(
             raise IngestError(
                 f"sha256 mismatch for {name}: expected {expected_sha256}, the file is {sha256}"
             )
-        try:
-            info = await asyncio.to_thread(inspect_gguf, scratch)
-        except GGUFError as exc:
-            raise IngestError(f"{name} is not a usable GGUF: {exc}") from None
-        key = object_key(name)
-        try:
-            await store.put(key, file_chunks(scratch), expected_size=size, expected_sha256=sha256)
-        except ObjectIntegrityError as exc:  # the scratch file changed under us
-            raise IngestError(str(exc)) from None
+        info = await _inspect(name, scratch)
+        # Checked again while streaming: the scratch file could change under us.
+        stored = await _put(store, name, iter_file(scratch), size, sha256)
     except IngestError:
         await asyncio.to_thread(scratch.unlink, missing_ok=True)  # never resumed
         raise
-    async with sessions.begin() as session:
-        record, _ = await repo.get_or_create_model(
-            session,
-            model_uuid=model_uuid(name),
-            model_name=name,
-            object_path=key,
-            sha256=sha256,
-            size_bytes=size,
-            architecture=info.architecture,
-            file_type=info.file_type,
-            parameter_count=info.parameter_count,
-            context_length=info.context_length,
-            source=source,
-            gguf=facts_of(info),
-        )
-    return record
+    return await _record(sessions, name, stored, info, source)
+
+
+async def ingest_stream(
+    chunks: AsyncGenerator[bytes, None],
+    name: str,
+    *,
+    header: Callable[[], Path],
+    store: ObjectStore,
+    sessions: async_sessionmaker[AsyncSession],
+    source: str,
+    expected_size: int | None = None,
+    expected_sha256: str | None = None,
+) -> ModelRecord:
+    """Store ``chunks`` as model ``name`` while they arrive (a catalog download), and
+    record it.
+
+    The GGUF header is inspected at the end of the stream, in the file ``header()``
+    names (where the same bytes were written), before the store commits: the
+    store's put makes nothing visible when the stream raises, and it checks the
+    size and sha256 itself. ``chunks`` is closed on the way out, whatever happened.
+    """
+    inspected: list[GGUFInfo] = []
+
+    async def checked() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+        inspected.append(await _inspect(name, header()))
+
+    async with contextlib.aclosing(chunks):
+        stored = await _put(store, name, checked(), expected_size, expected_sha256)
+    return await _record(sessions, name, stored, inspected[0], source)

@@ -1,10 +1,12 @@
 """model.url-signed -> model.available: copy the GGUF into our store, verified.
 
-The file is fetched into scratch space (resumable), checked (size, sha256, GGUF
-header) and only then streamed into the store under its final key, so nothing
-unverified is ever visible there. One download per model: the first request
-takes a lease on the model's name; others for the same model wait for the model
-record to appear instead of downloading again.
+The download streams into the store's put as it arrives (one pass: fetched,
+hashed, uploaded), and is kept in scratch space on the way so a retry resumes
+it. The store commits the object only once the stream ended with the expected
+size and sha256 and a readable GGUF header, so nothing unverified is ever
+visible there. One download per model: the first request takes a lease on the
+model's name; others for the same model wait for the model record to appear
+instead of downloading again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import uuid
 from cloudevents.http import CloudEvent
 
 from modelserve.functions.catalog.base import SignedModel
-from modelserve.functions.download import DownloadError, fetch
-from modelserve.functions.ingest import LEASE_TTL, IngestError, ingest, lease_name
+from modelserve.functions.download import Download, DownloadError
+from modelserve.functions.ingest import LEASE_TTL, IngestError, ingest_stream, lease_name
 from modelserve.functions.steps.availability import model_ref
 from modelserve.functions.steps.context import RetryLater, StepContext, StepFailure, Superseded
 from modelserve.shared import events as ev
@@ -125,25 +127,22 @@ async def _mirror(
         signed.size_bytes,
         signed.file_type,
     )
+    download = Download(name, first, scratch, catalog=ctx.catalog, http=ctx.http, progress=progress)
     try:
-        size, sha256 = await fetch(
-            name, first, scratch, catalog=ctx.catalog, http=ctx.http, progress=progress
-        )
-    except DownloadError as exc:
-        raise StepFailure(str(exc)) from None
-    try:
-        record = await ingest(
-            scratch,
+        record = await ingest_stream(
+            download.chunks(),
             name,
+            header=lambda: download.path,
             store=ctx.store,
             sessions=ctx.sessions,
             source=signed.catalog_id,
-            size=size,
-            sha256=sha256,
             expected_size=signed.size_bytes,
             expected_sha256=signed.sha256,
         )
+    except DownloadError as exc:
+        raise StepFailure(str(exc)) from None
     except IngestError as exc:
+        scratch.unlink(missing_ok=True)  # a file that fails a check is never resumed
         raise StepFailure(str(exc)) from None
     scratch.unlink(missing_ok=True)
     # The model stays mirrored for everyone even when this server was deleted meanwhile.
@@ -152,6 +151,6 @@ async def _mirror(
         ServerStatus.MIRRORING,
         progress=100.0,
         model_uuid=record.model_uuid,
-        status_message=f"mirrored {name} ({size} bytes)",
+        status_message=f"mirrored {name} ({record.size_bytes} bytes)",
     )
     return record

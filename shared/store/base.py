@@ -9,10 +9,14 @@ start at an offset, so a multi-gigabyte GGUF never sits in memory.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
 
 CHUNK_SIZE = 1024 * 1024
 MAX_KEY_LENGTH = 1024
@@ -164,3 +168,56 @@ async def iter_bytes(data: bytes, chunk_size: int = CHUNK_SIZE) -> AsyncIterator
     """Adapt in-memory bytes to the streaming put interface."""
     for start in range(0, len(data), chunk_size):
         yield data[start : start + chunk_size]
+
+
+async def iter_file(path: Path, chunk_size: int = CHUNK_SIZE) -> AsyncGenerator[bytes, None]:
+    """Adapt a file on disk to the streaming put interface (read in a worker thread)."""
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            yield chunk
+    finally:
+        handle.close()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+async def read_ahead(chunks: AsyncIterator[bytes], depth: int) -> AsyncGenerator[bytes, None]:
+    """``chunks``, pulled by a task of its own up to ``depth`` chunks ahead of the consumer.
+
+    A store that uploads part by part stops reading while a part is in flight;
+    reading ahead lets the source (a download) fill the next part meanwhile, at
+    the cost of ``depth`` chunks of memory. Errors of the source reach the
+    consumer as they are; closing this iterator stops the task.
+    """
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=max(1, depth))
+
+    async def pump() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+        except Exception as exc:
+            await queue.put(_Failed(exc))
+        else:
+            await queue.put(_END)
+        finally:  # also when cancelled: the source's own clean-up runs now, not at GC
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    task = asyncio.create_task(pump())
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield cast(bytes, item)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

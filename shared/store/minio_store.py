@@ -6,7 +6,9 @@ iterator on the event loop; the client uploads in parts of ``part_size`` bytes,
 one part at a time, so memory stays bounded by a few parts' worth of buffers.
 (The client's parallel part uploads feed an unbounded queue: with a source
 faster than the network they would buffer the whole object, so they stay off.)
-The reader checks size and sha256 as bytes pass and raises at end of stream on
+While a part uploads, the next one is read ahead (``read_ahead``: one part's
+worth of chunks by default), so a download feeding the put keeps going. The
+reader checks size and sha256 as bytes pass and raises at end of stream on
 a mismatch: the client then aborts the multipart upload (or never sends the
 single PUT), and nothing becomes visible.
 """
@@ -30,6 +32,7 @@ from modelserve.shared.store.base import (
     StoreError,
     StoreUnavailable,
     StreamCheck,
+    read_ahead,
     validate_key,
 )
 
@@ -89,11 +92,22 @@ class _StreamReader:
 class MinioStore(ObjectStore):
     """Objects in one bucket of a MinIO server."""
 
-    def __init__(self, client: Minio, bucket: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        read_ahead_chunks: int | None = None,
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self.endpoint = str(getattr(getattr(client, "_base_url", None), "host", "?"))
         self._part_size = part_size
+        # One part's worth by default: the next part fills while this one uploads.
+        self._read_ahead = (
+            part_size // CHUNK_SIZE if read_ahead_chunks is None else read_ahead_chunks
+        )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -129,22 +143,26 @@ class MinioStore(ObjectStore):
     ) -> ObjectInfo:
         validate_key(key)
         check = StreamCheck(expected_size, expected_sha256)
-        reader = _StreamReader(chunks, asyncio.get_running_loop(), check)
+        ahead = read_ahead(chunks, self._read_ahead)
+        reader = _StreamReader(ahead, asyncio.get_running_loop(), check)
         metadata = {SHA256_META: check.expected_sha256} if check.expected_sha256 else None
-        await self._call(
-            self._client.put_object,
-            self.bucket,
-            key,
-            reader,
-            # Always "unknown length": with a length the client stops reading at
-            # that many bytes, and the reader would never see end of stream,
-            # where the size and sha256 are checked.
-            length=-1,
-            part_size=self._part_size,
-            num_parallel_uploads=1,
-            content_type=content_type,
-            metadata=metadata,
-        )
+        try:
+            await self._call(
+                self._client.put_object,
+                self.bucket,
+                key,
+                reader,
+                # Always "unknown length": with a length the client stops reading at
+                # that many bytes, and the reader would never see end of stream,
+                # where the size and sha256 are checked.
+                length=-1,
+                part_size=self._part_size,
+                num_parallel_uploads=1,
+                content_type=content_type,
+                metadata=metadata,
+            )
+        finally:
+            await ahead.aclose()  # stops the reading task when the upload failed
         info = await self.stat(key)
         # Without an expected digest up front the object carries no sha256 metadata;
         # report the one computed while streaming.

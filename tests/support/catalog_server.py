@@ -11,33 +11,27 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from minio import Minio
 
+from support.loopback_http import LoopbackServer, QuietHandler
+
 
 @dataclass
-class CatalogServer:
+class CatalogServer(LoopbackServer):
     signer: Minio
     bucket: str
     models: dict[str, bytes]
     url_lifetime: dt.timedelta
     claimed_expires_in: int = 3600
     signed: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> CatalogServer:
         catalog = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 name = self.path.removeprefix("/download-url/")
                 if not self.path.startswith("/download-url/") or name not in catalog.models:
@@ -63,13 +57,5 @@ class CatalogServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()

@@ -31,8 +31,8 @@ from modelserve.functions.broker import triggers
 from modelserve.functions.broker.broker import EmbeddedBroker
 from modelserve.functions.broker.ingress import make_ingress
 from modelserve.functions.context_factory import build_context
+from modelserve.functions.serve_request import open_serve
 from modelserve.shared import events as ev
-from modelserve.shared import lifecycle
 from modelserve.shared import modelserve as ms
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
@@ -98,22 +98,13 @@ class Pipeline:
         request = ev.ServeRequest(
             model=model, requested_by="alice", role=fields.pop("role", "operator"), **fields
         )
-        async with self.sessions.begin() as session:
-            await lifecycle.create(
-                session,
-                server_uuid=server,
-                model_name=model,
-                owner="alice",
-                runtime_params=request.runtime_params,
-                replicas=request.replicas,
-                gateway_url=ms.gateway_url(self.settings.public_base_url, server),
-            )
-        return ev.make_event(
-            ev.SERVE_REQUESTED,
-            ev.ServeRequested(request=request),
+        return await open_serve(
+            self.sessions,
+            self.issuer,
+            server=server,
+            request=request,
+            gateway_url=ms.gateway_url(self.settings.public_base_url, server),
             source="/tests",
-            subject=server,
-            token=self.issuer.pipeline_token(server),
         )
 
     def upload_upstream(self, name: str, data: bytes, sha256: str | None = "auto") -> None:

@@ -21,6 +21,7 @@ from modelserve.functions.api.schemas import (
     ServerSeries,
 )
 from modelserve.functions.api.series import PrometheusError
+from modelserve.functions.serve_request import open_serve
 from modelserve.shared import events as ev
 from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
@@ -56,27 +57,18 @@ def router(deps: ApiDeps) -> APIRouter:
         with tracing.continued(
             "serve", None, SpanKind.PRODUCER, server_uuid=str(server), model=body.model
         ):
-            return await publish_serve(server, gateway, role, request, body)
+            return await publish_serve(server, gateway, request)
 
     async def publish_serve(
-        server: uuid.UUID, gateway: str, role: Role, request: ev.ServeRequest, body: ServeBody
+        server: uuid.UUID, gateway: str, request: ev.ServeRequest
     ) -> ServeAccepted:
-        async with deps.sessions.begin() as session:
-            await lifecycle.create(
-                session,
-                server_uuid=server,
-                model_name=body.model,
-                owner=request.requested_by,
-                runtime_params=request.runtime_params,
-                replicas=body.replicas,
-                gateway_url=gateway,
-            )
-        event = ev.make_event(
-            ev.SERVE_REQUESTED,
-            ev.ServeRequested(request=request),
+        event = await open_serve(
+            deps.sessions,
+            deps.issuer,
+            server=server,
+            request=request,
+            gateway_url=gateway,
             source=API_SOURCE,
-            subject=server,
-            token=deps.issuer.pipeline_token(server, role=role),
         )
         try:
             await deps.publish(event)

@@ -2,8 +2,9 @@
 
 The ``minio`` client is synchronous, so every call runs in a worker thread. A put
 hands the client a file-like reader that pulls chunks from the caller's async
-iterator on the event loop; the client uploads in parts of ``part_size`` bytes,
-one part at a time, so memory stays bounded by a few parts' worth of buffers.
+iterator on the event loop; the client uploads in parts of ``part_size`` bytes
+(larger for huge or unknown-length objects), one part at a time, so memory stays
+bounded by a few parts' worth of buffers.
 (The client's parallel part uploads feed an unbounded queue: with a source
 faster than the network they would buffer the whole object, so they stay off.)
 While a part uploads, the next one is read ahead (``read_ahead``: one part's
@@ -16,6 +17,7 @@ single PUT), and nothing becomes visible.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -37,7 +39,15 @@ from modelserve.shared.store.base import (
 )
 
 SHA256_META = "sha256"
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
+MiB = 1024 * 1024
+# The client holds about three parts at a peak (the one uploading, the next one
+# read, and its copy), so the part size is most of a put's memory. 8 MiB parts
+# take an object of known size up to 78 GiB; a larger one gets larger parts
+# (S3 allows 10,000). A stream of unknown length could be anything: 16 MiB
+# parts (up to 156 GiB) unless the store was given a part size.
+DEFAULT_PART_SIZE = 8 * MiB
+UNKNOWN_LENGTH_PART_SIZE = 16 * MiB
+MAX_PARTS = 10_000
 T = TypeVar("T")
 _MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound")
 
@@ -55,15 +65,27 @@ def make_minio_client(
 
 
 class _StreamReader:
-    """A blocking ``read(n)`` over an async iterator that lives on ``loop``."""
+    """A blocking ``read(n)`` over an async iterator that lives on ``loop``.
+
+    With ``length`` (the expected size) the client reads exactly that many bytes
+    and never asks again, so once they are all here the reader pulls the source
+    to its end itself: the size and sha256 are checked, and anything the source
+    does at its end (the mirror's header check) runs, before the last part goes.
+    """
 
     def __init__(
-        self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, check: StreamCheck
+        self,
+        chunks: AsyncIterator[bytes],
+        loop: asyncio.AbstractEventLoop,
+        check: StreamCheck,
+        length: int | None,
     ) -> None:
         self._chunks = chunks.__aiter__()
         self._loop = loop
         self._check = check
-        self._buffer = bytearray()
+        self._length = length
+        self._held: collections.deque[bytes] = collections.deque()  # joined once per read
+        self._held_size = 0
         self._eof = False
         self.sha256: str | None = None
 
@@ -73,19 +95,36 @@ class _StreamReader:
         except StopAsyncIteration:
             return None
 
+    def _wants_more(self, size: int) -> bool:
+        if self._eof:
+            return False
+        if self._length is not None and self._check.size >= self._length:
+            return True  # everything expected is here: pull to the end to check it
+        return size < 0 or self._held_size < size
+
     def read(self, size: int = -1) -> bytes:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
+        while self._wants_more(size):
             chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
             if chunk is None:
                 self._eof = True
                 self.sha256 = self._check.finish()  # raises on mismatch: upload aborted
             elif chunk:
-                self._check.update(chunk)
-                self._buffer += chunk
-        if size < 0:
-            size = len(self._buffer)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
+                self._check.update(chunk)  # raises past the expected size
+                self._held.append(chunk)
+                self._held_size += len(chunk)
+        if size < 0 or size >= self._held_size:
+            parts, self._held = list(self._held), collections.deque()
+        else:
+            parts, need = [], size
+            while need:
+                chunk = self._held.popleft()
+                if len(chunk) > need:  # split the one chunk that crosses the end
+                    self._held.appendleft(chunk[need:])
+                    chunk = chunk[:need]
+                parts.append(chunk)
+                need -= len(chunk)
+        out = b"".join(parts)
+        self._held_size -= len(out)
         return out
 
 
@@ -97,7 +136,7 @@ class MinioStore(ObjectStore):
         client: Minio,
         bucket: str,
         *,
-        part_size: int = DEFAULT_PART_SIZE,
+        part_size: int | None = None,
         read_ahead_chunks: int | None = None,
     ) -> None:
         self._client = client
@@ -106,7 +145,9 @@ class MinioStore(ObjectStore):
         self._part_size = part_size
         # One part's worth by default: the next part fills while this one uploads.
         self._read_ahead = (
-            part_size // CHUNK_SIZE if read_ahead_chunks is None else read_ahead_chunks
+            (part_size or DEFAULT_PART_SIZE) // CHUNK_SIZE
+            if read_ahead_chunks is None
+            else read_ahead_chunks
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -144,7 +185,15 @@ class MinioStore(ObjectStore):
         validate_key(key)
         check = StreamCheck(expected_size, expected_sha256)
         ahead = read_ahead(chunks, self._read_ahead)
-        reader = _StreamReader(ahead, asyncio.get_running_loop(), check)
+        # A known length spares the client a copy of every part (it reads one byte
+        # past a part to find the end of an unknown-length stream, then slices it off).
+        length = expected_size if expected_size else None
+        if length is None:
+            part_size = self._part_size or UNKNOWN_LENGTH_PART_SIZE
+        else:
+            needed = -(-length // (MAX_PARTS * MiB)) * MiB
+            part_size = max(self._part_size or DEFAULT_PART_SIZE, needed)
+        reader = _StreamReader(ahead, asyncio.get_running_loop(), check, length)
         metadata = {SHA256_META: check.expected_sha256} if check.expected_sha256 else None
         try:
             await self._call(
@@ -152,11 +201,8 @@ class MinioStore(ObjectStore):
                 self.bucket,
                 key,
                 reader,
-                # Always "unknown length": with a length the client stops reading at
-                # that many bytes, and the reader would never see end of stream,
-                # where the size and sha256 are checked.
-                length=-1,
-                part_size=self._part_size,
+                length=length or -1,
+                part_size=part_size,
                 num_parallel_uploads=1,
                 content_type=content_type,
                 metadata=metadata,

@@ -177,14 +177,19 @@ async def test_invalid_keys_are_refused(store: ObjectStore, key: str) -> None:
         await store.put(key, iter_bytes(b"x"))
 
 
-async def test_streaming_put_memory_does_not_grow_with_object_size(store: ObjectStore) -> None:
+@pytest.mark.parametrize("announced", [False, True], ids=["unknown-length", "known-length"])
+async def test_streaming_put_memory_does_not_grow_with_object_size(
+    store: ObjectStore, announced: bool
+) -> None:
     # The peak is bounded by the part size, not by the object: tripling the
-    # object must not raise it.
+    # object must not raise it, whether or not its size is known up front.
     peaks = {}
     for total in (24 * MiB, 72 * MiB):
         tracemalloc.start()
         try:
-            info = await store.put(f"large-{total}.bin", generated(total))
+            info = await store.put(
+                f"large-{total}.bin", generated(total), expected_size=total if announced else None
+            )
             peaks[total] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

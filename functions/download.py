@@ -173,12 +173,18 @@ class Download:
     async def _fetch_rest(self) -> AsyncGenerator[bytes, None]:
         """The bytes after ``self.done`` from the network, each appended to the scratch
         file before it is handed on."""
-        pending = bytearray()
+        # Received pieces (32-64 KiB) are joined once per chunk: growing a bytearray
+        # by them copied each chunk many times over (the mirror's hottest line).
+        pending: list[bytes] = []
+        held = 0
+
         scratch = _Appender(self._scratch, self.model)
 
         async def flush() -> bytes:
-            data = bytes(pending)
+            nonlocal held
+            data = b"".join(pending)
             pending.clear()
+            held = 0
             await scratch.append(data)
             self.done += len(data)
             return data
@@ -203,11 +209,14 @@ class Download:
                         offset = self.done if status == 206 else 0
                         self.total = _total_from(response, offset) or self.total
                         body = response.aiter_bytes()
-                        if status == 200 and self.done:  # the server ignored Range
-                            pending += await self._skip_known(body)
+                        ignored_range = status == 200 and self.done > 0
+                        if ignored_range and (carry := await self._skip_known(body)):
+                            pending.append(carry)
+                            held += len(carry)
                         async for received in body:
-                            pending += received
-                            if len(pending) >= CHUNK:
+                            pending.append(received)
+                            held += len(received)
+                            if held >= CHUNK:
                                 yield await flush()
                                 await self._report()
                 except httpx.TransportError as exc:

@@ -3,12 +3,9 @@
 The ``minio`` client is synchronous, so every call runs in a worker thread. A put
 hands the client a file-like reader that pulls chunks from the caller's async
 iterator on the event loop; the client uploads in parts of ``part_size`` bytes
-(larger for huge or unknown-length objects), one part at a time, so memory stays
-bounded by a few parts' worth of buffers.
-(The client's parallel part uploads feed an unbounded queue: with a source
-faster than the network they would buffer the whole object, so they stay off.)
-While a part uploads, the next one is read ahead (``read_ahead``: one part's
-worth of chunks by default), so a download feeding the put keeps going. The
+(larger for huge or unknown-length objects), one at a time, so memory stays
+bounded by a few parts' worth of buffers. Meanwhile the next part is read ahead
+(``read_ahead``), so a download feeding the put keeps going. The
 reader checks size and sha256 as bytes pass and raises at end of stream on
 a mismatch: the client then aborts the multipart upload (or never sends the
 single PUT), and nothing becomes visible.
@@ -48,6 +45,11 @@ MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MiB
 UNKNOWN_LENGTH_PART_SIZE = 16 * MiB
 MAX_PARTS = 10_000
+# One part in flight. The client's pool (num_parallel_uploads > 1) uploads faster
+# here (a 256 MiB put from memory: 0.9-1.1 s against 1.3-2.0 s), but on a failed
+# put it leaves its worker threads waiting forever, each holding its last part.
+PARALLEL_UPLOADS = 1
+READ_AHEAD_CHUNKS = DEFAULT_PART_SIZE // CHUNK_SIZE  # the next part fills meanwhile
 T = TypeVar("T")
 _MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound")
 
@@ -143,12 +145,8 @@ class MinioStore(ObjectStore):
         self.bucket = bucket
         self.endpoint = str(getattr(getattr(client, "_base_url", None), "host", "?"))
         self._part_size = part_size
-        # One part's worth by default: the next part fills while this one uploads.
-        self._read_ahead = (
-            (part_size or DEFAULT_PART_SIZE) // CHUNK_SIZE
-            if read_ahead_chunks is None
-            else read_ahead_chunks
-        )
+        # The source keeps going while the client hashes and sends parts.
+        self._read_ahead = READ_AHEAD_CHUNKS if read_ahead_chunks is None else read_ahead_chunks
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -203,7 +201,7 @@ class MinioStore(ObjectStore):
                 reader,
                 length=length or -1,
                 part_size=part_size,
-                num_parallel_uploads=1,
+                num_parallel_uploads=PARALLEL_UPLOADS,
                 content_type=content_type,
                 metadata=metadata,
             )

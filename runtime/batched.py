@@ -15,6 +15,11 @@ once, and at the step its last prompt token is decoded the other jobs get a
 copy of that sequence's KV (``llama_memory_seq_cp``, which in the unified
 cache shares the cells) and sample their first token from the same logits.
 
+A request that shares a prompt prefix with one already running (a burst of
+requests with one system prompt) rides on it: it waits until the running one
+has prefilled that prefix, copies those cells, and prefills only the rest, so a
+prefix that arrives eight times at once is computed once.
+
 A request that ends (end of generation, stop string, ``max_tokens``, context
 length, client gone) frees its slot at once; its sequence stays in the KV cache
 for prefix reuse while there is room. When the cache is full, kept sequences
@@ -41,7 +46,7 @@ from modelserve.runtime.grammar import Grammar
 from modelserve.runtime.llama_model import LlamaModel
 from modelserve.runtime.logprobs import TokenLogprob, from_logits
 from modelserve.runtime.metrics import RuntimeMetrics
-from modelserve.runtime.prefix_cache import Match, PrefixCache
+from modelserve.runtime.prefix_cache import Match, PrefixCache, common_prefix
 from modelserve.runtime.sampling import SamplerChain, SamplingParams
 from modelserve.runtime.scheduler import Scheduler
 from modelserve.runtime.text import TextStream
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DECODE_OK, DECODE_NO_KV_SLOT, DECODE_ABORTED = 0, 1, 2
 MAX_RETRIES = 3
+MIN_RIDE_TOKENS = 8  # a shorter shared prefix is cheaper to prefill than to wait for
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class Job:
     followers: list[Job] = field(default_factory=list)
     head: Job | None = None  # the group's first job (None: this one)
     waiting_on: Job | None = None  # a follower whose prompt is not copied yet
+    riding: Job | None = None  # a running job whose prefilled prefix this one will copy
+    ride: int = 0  # how many prompt tokens come from ``riding``
+    donor: Job | None = None  # the job whose cells ``shared`` counts, once copied
     open_members: int = 0
     shared: int = 0  # cells of the prompt a follower shares with its leader
     pending: list[TokenLogprob] = field(default_factory=list)
@@ -283,16 +292,49 @@ class BatchedEngine:
                 continue
             match = self._cache.best(job.prompt)
             reused = match.length if match else 0
+            donor, ride = self._donor(job.prompt)
+            if ride <= reused:  # a kept sequence serves as well, without waiting
+                donor, ride = None, 0
             committed = sum(len(j.prompt) - j.shared + len(j.generated) for j in self._active)
-            wanted = len(job.prompt) - reused + 1 + len(job.followers)
+            wanted = len(job.prompt) - max(reused, ride) + 1 + len(job.followers)
             if committed + wanted > self.n_ctx and self._active:
                 self.scheduler.hold()  # free slots lend no queue places meanwhile
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
-                self._start(job, match)
+                self._start(job, None if donor is not None else match)
+                if donor is not None:
+                    job.riding, job.ride, job.shared = donor, ride, ride
                 for follower in job.followers:
                     follower.waiting_on, follower.shared = job, len(job.prompt)
                     self._start(follower, None)
+
+    def _donor(self, prompt: Tokens) -> tuple[Job | None, int]:
+        """The running job whose prompt shares the longest prefix with ``prompt``, and
+        its length (never the last prompt token: its logits must be this job's own)."""
+        best, length = None, 0
+        for job in self._active:
+            if job.waiting_on is not None:  # a follower: its cells are its leader's
+                continue
+            share = min(common_prefix(prompt, job.prompt), len(prompt) - 1)
+            if share > length:
+                best, length = job, share
+        return (best, length) if length >= MIN_RIDE_TOKENS else (None, 0)
+
+    def _board_riders(self) -> None:
+        """Give each riding job its donor's prefix once the donor has prefilled it."""
+        for job in self._active:
+            donor = job.riding
+            if donor is None:
+                continue
+            if donor not in self._active:  # the donor ended first: prefill alone
+                job.riding, job.ride, job.shared = None, 0, 0
+            elif donor.riding is None and donor.n_past >= job.ride:
+                self._lib.llama_memory_seq_cp(
+                    self._memory, donor.sequence, job.sequence, 0, job.ride
+                )
+                job.n_past = job.cached = job.ride
+                job.riding, job.donor = None, donor
+                self.metrics.prompt_tokens_cached.inc(job.ride)
 
     def _start(self, job: Job, match: Match | None) -> None:
         reused = 0
@@ -342,11 +384,13 @@ class BatchedEngine:
         self._finish(longest, "length")
 
     def _live(self) -> tuple[list[Job], list[Job]]:
-        """The generating and the prefilling jobs (followers not yet copied are neither)."""
-        live = [j for j in self._active if j.waiting_on is None]
+        """The generating and the prefilling jobs (followers not yet copied and riders
+        not yet boarded are neither)."""
+        live = [j for j in self._active if j.waiting_on is None and j.riding is None]
         return [j for j in live if not j.prefilling], [j for j in live if j.prefilling]
 
     def _step(self) -> None:
+        self._board_riders()
         generating, prefilling = self._live()
         room = self.n_batch - len(generating)
         wanted = min(room, sum(len(j.prompt) - j.n_past for j in prefilling))
@@ -489,6 +533,9 @@ class BatchedEngine:
         if job not in self._active:
             return
         self._active.remove(job)
+        for other in self._active:  # the cells it shared are now the rider's own
+            if other.donor is job:
+                other.donor, other.shared = None, 0
         for follower in job.followers:  # never copied: nothing to continue from
             if follower.waiting_on is job and follower in self._active:
                 self._finish(follower, None if job.cancelled else "length")

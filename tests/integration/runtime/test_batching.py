@@ -231,6 +231,22 @@ async def test_prefix_reuse_on_and_off_gives_the_same_text(
     assert again.text == (await complete(solo, continued)).text
 
 
+async def test_requests_sharing_a_prefix_at_once_prefill_it_once(
+    batched: RuntimeServer, solo: RuntimeServer, margins: Margins
+) -> None:
+    # A burst with one system prompt never seen before: no kept sequence can serve
+    # it, so the requests beside the first must copy the prefix it prefills.
+    system = "Rules for this burst only: be brief, be exact, be kind to all. " * 3
+    prompts = [system + q for q in ("Who?", "What then?", "Where, and when?", "Why not?")]
+    for prompt in prompts:
+        margins.check(prompt, 30)
+    answers = await asyncio.gather(*(complete(batched, p, 30) for p in prompts))
+    for prompt, answer in zip(prompts, answers, strict=True):
+        assert answer.text == (await complete(solo, prompt, 30)).text
+    shared = [a.cached_tokens for a in answers]
+    assert sum(c >= len(system) for c in shared) == len(prompts) - 1, shared
+
+
 def test_reuse_is_counted_in_metrics(batched: RuntimeServer) -> None:
     text = httpx.get(f"{batched.url}/metrics", timeout=10).text
     line = next(

@@ -46,8 +46,9 @@ DEFAULT_PART_SIZE = 8 * MiB
 UNKNOWN_LENGTH_PART_SIZE = 16 * MiB
 MAX_PARTS = 10_000
 # One part in flight. The client's pool (num_parallel_uploads > 1) uploads faster
-# here (a 256 MiB put from memory: 0.9-1.1 s against 1.3-2.0 s), but on a failed
-# put it leaves its worker threads waiting forever, each holding its last part.
+# (a one-off timing on the 2-core machine, not a bench row: a 256 MiB put from
+# memory in 0.9-1.1 s with 3 in flight against 1.3-2.0 s with one), but on a
+# failed put it leaves its worker threads waiting forever, each holding a part.
 PARALLEL_UPLOADS = 1
 READ_AHEAD_CHUNKS = DEFAULT_PART_SIZE // CHUNK_SIZE  # the next part fills meanwhile
 T = TypeVar("T")

@@ -111,12 +111,16 @@ def token(
 def gen_model(
     path: Annotated[Path, typer.Argument(help="Where to write the .gguf file.")],
     preset: Annotated[
-        str, typer.Option(help="tiny (~0.5 MB, tests/demo), mini (~10 MB), small (~210 MB).")
+        str,
+        typer.Option(
+            help="tiny (~0.5 MB, tests/demo), mini (~10 MB), small (~210 MB); "
+            "mamba (recurrent) or hybrid (Jamba: Mamba and attention blocks), ~0.5 MB each."
+        ),
     ] = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
     name: Annotated[str | None, typer.Option(help="general.name in the header.")] = None,
 ) -> None:
-    """Write a llama-architecture GGUF with random weights (no download needed)."""
+    """Write a GGUF with random weights (no download needed): llama-shaped, or Mamba/Jamba."""
     from modelserve.shared.gguf_inspect import inspect_gguf
     from modelserve.shared.gguf_synth import PRESETS, write_synthetic_gguf
 

@@ -19,6 +19,14 @@ reassociation of a different batch size can flip a greedy choice. The
 F32 weights, blocks strong enough that the context (not just the last token)
 decides the next token, and an output projection large enough that the best
 token leads the second by a wide margin.
+
+Two presets cover llama.cpp's other kinds of sequence memory, which the engine
+must reuse differently: ``mamba`` is recurrent (Mamba-1: every block keeps a
+fixed-size state instead of a KV cache) and ``hybrid`` is Jamba-shaped (Mamba-1
+blocks and attention blocks in one model, so both memories at once). Jamba is
+the hybrid here because its recurrent blocks are the same Mamba-1 blocks and its
+attention blocks the same as llama's (without RoPE): the least new tensors of
+the hybrid architectures llama.cpp loads.
 """
 
 from __future__ import annotations
@@ -56,6 +64,24 @@ class Preset:
     """Matrices in Q8_0 (the issue's reference benchmarks used a Q8_0 model)."""
     letters: int | None = None
     """Write only the first ``letters`` lowercase letters (and end-of-sequence)."""
+    architecture: str = "llama"
+    """``llama``; ``mamba`` (recurrent: Mamba-1 blocks only, no attention, no
+    feed-forward, so ``heads``, ``kv_heads`` and ``feed_forward`` are 0); or
+    ``jamba`` (hybrid: the blocks in ``attention_blocks`` are attention, the
+    others Mamba-1, each followed by a feed-forward)."""
+    attention_blocks: tuple[int, ...] = ()
+    """Jamba only: which blocks are attention blocks."""
+    ssm_state: int = 16
+    """Mamba-1 state size per channel (``d_state``)."""
+    ssm_conv: int = 4
+    """Mamba-1 convolution width (``d_conv``)."""
+    ssm_dt_rank: int = 4
+    """Mamba-1 rank of the time-step projection (``dt_rank``)."""
+
+    @property
+    def ssm_inner(self) -> int:
+        """Mamba-1 inner width (``d_inner``): llama.cpp supports only twice the embedding."""
+        return 2 * self.embedding
 
 
 PRESETS: dict[str, Preset] = {
@@ -75,6 +101,30 @@ PRESETS: dict[str, Preset] = {
         weight_scale=0.15,
         output_scale=4.0,
         letters=16,
+    ),
+    # ~0.4 MB, recurrent (Mamba-1, 2 blocks): the engine's recurrent-memory paths.
+    "mamba": Preset(
+        blocks=2,
+        embedding=64,
+        heads=0,
+        kv_heads=0,
+        feed_forward=0,
+        context=2048,
+        f16=False,
+        architecture="mamba",
+    ),
+    # ~0.6 MB, hybrid (Jamba: Mamba-1, attention, Mamba-1): recurrent and KV memory
+    # in one model, the engine's hybrid-memory paths.
+    "hybrid": Preset(
+        blocks=3,
+        embedding=64,
+        heads=4,
+        kv_heads=4,
+        feed_forward=128,
+        context=2048,
+        f16=False,
+        architecture="jamba",
+        attention_blocks=(1,),
     ),
     # ~10 MB: quick benchmarks.
     "mini": Preset(
@@ -124,6 +174,97 @@ def emitting_tokens(letters: int | None = None) -> list[int]:
     return [2, byte_base + 0x0A, *printable]
 
 
+class _Tensors:
+    """Writes one model's tensors: random matrices, unit norms, Mamba-1 constants."""
+
+    def __init__(self, writer: gguf.GGUFWriter, shape: Preset, seed: int) -> None:
+        self.writer = writer
+        self.shape = shape
+        self.rng = np.random.default_rng(seed)
+        self.dtype = np.float16 if shape.f16 else np.float32
+
+    def weights(self, *dims: int) -> np.ndarray:
+        values = self.rng.standard_normal(dims, dtype=np.float32) * self.shape.weight_scale
+        return values.astype(self.dtype)
+
+    def matrix(self, name: str, values: np.ndarray) -> None:
+        if self.shape.q8:
+            quantized = gguf.quants.quantize(
+                values.astype(np.float32), gguf.GGMLQuantizationType.Q8_0
+            )
+            self.writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            self.writer.add_tensor(name, values.astype(self.dtype))
+
+    def f32(self, name: str, values: np.ndarray) -> None:
+        """Vectors, and the Mamba tensors llama.cpp's kernels read as F32 only."""
+        self.writer.add_tensor(name, values.astype(np.float32))
+
+    def norm(self, name: str, size: int) -> None:
+        self.f32(name, np.ones(size, dtype=np.float32))
+
+    def attention(self, prefix: str, n_embd_kv: int) -> None:
+        n_embd = self.shape.embedding
+        self.matrix(f"{prefix}.attn_q.weight", self.weights(n_embd, n_embd))
+        self.matrix(f"{prefix}.attn_k.weight", self.weights(n_embd_kv, n_embd))
+        self.matrix(f"{prefix}.attn_v.weight", self.weights(n_embd_kv, n_embd))
+        self.matrix(f"{prefix}.attn_output.weight", self.weights(n_embd, n_embd))
+
+    def feed_forward(self, prefix: str) -> None:
+        n_embd, n_ff = self.shape.embedding, self.shape.feed_forward
+        self.norm(f"{prefix}.ffn_norm.weight", n_embd)
+        self.matrix(f"{prefix}.ffn_gate.weight", self.weights(n_ff, n_embd))
+        self.matrix(f"{prefix}.ffn_up.weight", self.weights(n_ff, n_embd))
+        self.matrix(f"{prefix}.ffn_down.weight", self.weights(n_embd, n_ff))
+
+    def mamba(self, prefix: str, *, inner_norms: bool) -> None:
+        """A Mamba-1 mixer, shaped as llama.cpp loads it (numpy order: rows last).
+
+        A and the time-step bias follow Mamba's own initialisation (A = -1..-d_state,
+        time steps between 0.001 and 0.1), so the state decays and stays finite
+        however long a sequence runs. Jamba adds RMS norms on dt, B and C
+        (``inner_norms``).
+        """
+        shape, rng = self.shape, self.rng
+        n_embd, inner, state, rank = (
+            shape.embedding,
+            shape.ssm_inner,
+            shape.ssm_state,
+            shape.ssm_dt_rank,
+        )
+        self.matrix(f"{prefix}.ssm_in.weight", self.weights(2 * inner, n_embd))
+        self.f32(f"{prefix}.ssm_conv1d.weight", self.weights(inner, shape.ssm_conv))
+        self.f32(f"{prefix}.ssm_conv1d.bias", np.zeros(inner, dtype=np.float32))
+        self.matrix(f"{prefix}.ssm_x.weight", self.weights(rank + 2 * state, inner))
+        if inner_norms:
+            self.norm(f"{prefix}.ssm_dt_norm.weight", rank)
+            self.norm(f"{prefix}.ssm_b_norm.weight", state)
+            self.norm(f"{prefix}.ssm_c_norm.weight", state)
+        self.matrix(f"{prefix}.ssm_dt.weight", self.weights(inner, rank))
+        step = np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), inner))
+        self.f32(f"{prefix}.ssm_dt.bias", step + np.log(-np.expm1(-step)))  # softplus^-1
+        decay = -np.arange(1, state + 1, dtype=np.float32)
+        self.f32(f"{prefix}.ssm_a", np.tile(decay, (inner, 1)))
+        self.f32(f"{prefix}.ssm_d", np.ones(inner, dtype=np.float32))
+        self.matrix(f"{prefix}.ssm_out.weight", self.weights(n_embd, inner))
+
+
+def _check(preset: str, shape: Preset) -> None:
+    if shape.architecture == "mamba":
+        if shape.heads or shape.kv_heads or shape.feed_forward or shape.attention_blocks:
+            raise ValueError(f"{preset}: a mamba model has no attention and no feed-forward")
+        return
+    if shape.architecture not in ("llama", "jamba"):
+        raise ValueError(f"{preset}: unknown architecture {shape.architecture!r}")
+    if shape.embedding % shape.heads or shape.heads % shape.kv_heads:
+        raise ValueError("embedding must divide by heads, and heads by kv_heads")
+    blocks = set(shape.attention_blocks)
+    if shape.architecture == "jamba" and not (blocks and blocks < set(range(shape.blocks))):
+        raise ValueError(f"{preset}: a jamba model needs attention and Mamba blocks both")
+    if shape.architecture == "llama" and blocks:
+        raise ValueError(f"{preset}: every llama block is an attention block")
+
+
 def write_synthetic_gguf(
     path: Path,
     preset: str = "tiny",
@@ -132,8 +273,9 @@ def write_synthetic_gguf(
     name: str | None = None,
     chat_template: str | None = None,
 ) -> Path:
-    """Write a loadable llama GGUF with random weights to ``path``; returns ``path``.
+    """Write a loadable GGUF with random weights to ``path``; returns ``path``.
 
+    The preset decides the architecture (llama unless it says otherwise).
     ``chat_template`` is the ``tokenizer.chat_template`` it carries (a model
     family's template, to test the runtime against it); the default is a short
     generic one.
@@ -141,32 +283,15 @@ def write_synthetic_gguf(
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     shape = PRESETS[preset]
-    if shape.embedding % shape.heads or shape.heads % shape.kv_heads:
-        raise ValueError("embedding must divide by heads, and heads by kv_heads")
-    rng = np.random.default_rng(seed)
-    dtype = np.float16 if shape.f16 else np.float32
+    _check(preset, shape)
+    arch = shape.architecture
     tokens, scores, types = byte_vocab()
     n_vocab, n_embd = len(tokens), shape.embedding
-    head_dim = n_embd // shape.heads
+    head_dim = n_embd // shape.heads if shape.heads else 0
     n_embd_kv = head_dim * shape.kv_heads
 
-    def weights(*dims: int) -> np.ndarray:
-        return (rng.standard_normal(dims, dtype=np.float32) * shape.weight_scale).astype(dtype)
-
-    def add_matrix(name: str, values: np.ndarray) -> None:
-        if shape.q8:
-            quantized = gguf.quants.quantize(
-                values.astype(np.float32), gguf.GGMLQuantizationType.Q8_0
-            )
-            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(name, values.astype(dtype))
-
-    def norm() -> np.ndarray:
-        return np.ones(n_embd, dtype=np.float32)  # 1-D tensors stay F32, as llama.cpp expects
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name or f"modelserve-synthetic-{preset}")
     if shape.q8:
         file_type = gguf.LlamaFileType.MOSTLY_Q8_0
@@ -178,8 +303,19 @@ def write_synthetic_gguf(
     writer.add_block_count(shape.blocks)
     writer.add_feed_forward_length(shape.feed_forward)
     writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
-    writer.add_rope_dimension_count(head_dim)
+    if arch == "jamba":  # a block without KV heads is a Mamba block
+        writer.add_head_count_kv(
+            [shape.kv_heads if b in shape.attention_blocks else 0 for b in range(shape.blocks)]
+        )
+    else:
+        writer.add_head_count_kv(shape.kv_heads)
+    if arch == "llama":
+        writer.add_rope_dimension_count(head_dim)
+    if arch in ("mamba", "jamba"):
+        writer.add_ssm_conv_kernel(shape.ssm_conv)
+        writer.add_ssm_inner_size(shape.ssm_inner)
+        writer.add_ssm_state_size(shape.ssm_state)
+        writer.add_ssm_time_step_rank(shape.ssm_dt_rank)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
     writer.add_tokenizer_model("llama")
@@ -191,23 +327,24 @@ def write_synthetic_gguf(
     writer.add_eos_token_id(2)
     writer.add_chat_template(chat_template or CHAT_TEMPLATE)
 
-    add_matrix("token_embd.weight", weights(n_vocab, n_embd))
+    out = _Tensors(writer, shape, seed)
+    out.matrix("token_embd.weight", out.weights(n_vocab, n_embd))
     for block in range(shape.blocks):
         prefix = f"blk.{block}"
-        writer.add_tensor(f"{prefix}.attn_norm.weight", norm())
-        add_matrix(f"{prefix}.attn_q.weight", weights(n_embd, n_embd))
-        add_matrix(f"{prefix}.attn_k.weight", weights(n_embd_kv, n_embd))
-        add_matrix(f"{prefix}.attn_v.weight", weights(n_embd_kv, n_embd))
-        add_matrix(f"{prefix}.attn_output.weight", weights(n_embd, n_embd))
-        writer.add_tensor(f"{prefix}.ffn_norm.weight", norm())
-        add_matrix(f"{prefix}.ffn_gate.weight", weights(shape.feed_forward, n_embd))
-        add_matrix(f"{prefix}.ffn_up.weight", weights(shape.feed_forward, n_embd))
-        add_matrix(f"{prefix}.ffn_down.weight", weights(n_embd, shape.feed_forward))
-    writer.add_tensor("output_norm.weight", norm())
+        out.norm(f"{prefix}.attn_norm.weight", n_embd)
+        if arch == "mamba" or (arch == "jamba" and block not in shape.attention_blocks):
+            out.mamba(prefix, inner_norms=arch == "jamba")
+        else:
+            out.attention(prefix, n_embd_kv)
+        if arch != "mamba":
+            out.feed_forward(prefix)
+    out.norm("output_norm.weight", n_embd)
     output = np.zeros((n_vocab, n_embd), dtype=np.float32)
     emit = emitting_tokens(shape.letters)
-    output[emit] = rng.standard_normal((len(emit), n_embd), dtype=np.float32) * shape.output_scale
-    add_matrix("output.weight", output)
+    output[emit] = (
+        out.rng.standard_normal((len(emit), n_embd), dtype=np.float32) * shape.output_scale
+    )
+    out.matrix("output.weight", output)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

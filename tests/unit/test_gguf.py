@@ -56,6 +56,26 @@ def test_f16_preset_with_grouped_kv_heads(tmp_path: Path) -> None:
     assert info.parameter_count == expected_parameters("mini")
 
 
+@pytest.mark.parametrize(
+    ("preset", "architecture", "head_count", "tensors"),
+    [
+        # 2 blocks of attn_norm + a Mamba-1 mixer (9), no feed-forward; 3 outside blocks
+        ("mamba", "mamba", 0, 2 * 10 + 3),
+        # Mamba, attention, Mamba: Jamba's mixer adds 3 norms (12), attention is 4
+        # matrices, every block has attn_norm and a feed-forward (4)
+        ("hybrid", "jamba", 4, 2 * (1 + 12 + 4) + (1 + 4 + 4) + 3),
+    ],
+)
+def test_recurrent_and_hybrid_presets(
+    tmp_path: Path, preset: str, architecture: str, head_count: int, tensors: int
+) -> None:
+    info = inspect_gguf(write_synthetic_gguf(tmp_path / f"{preset}.gguf", preset))
+    assert (info.architecture, info.name) == (architecture, f"modelserve-synthetic-{preset}")
+    assert (info.block_count, info.embedding_length) == (PRESETS[preset].blocks, 64)
+    assert (info.head_count, info.file_type, info.tensor_count) == (head_count, "F32", tensors)
+    assert info.tensor_data_bytes < info.file_size < 1_000_000
+
+
 def test_memory_estimate(tiny: Path) -> None:
     info = inspect_gguf(tiny)
     estimate = estimate_memory(info, 512)

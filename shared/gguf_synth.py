@@ -103,6 +103,9 @@ PRESETS: dict[str, Preset] = {
         letters=16,
     ),
     # ~0.4 MB, recurrent (Mamba-1, 2 blocks): the engine's recurrent-memory paths.
+    # Weights as strong as margin's: at the usual scale the state adds next to
+    # nothing (two prompts ending alike gave equal logits), so a state handed to the
+    # wrong request would go unseen; here it changes the text, with wide margins.
     "mamba": Preset(
         blocks=2,
         embedding=64,
@@ -111,10 +114,13 @@ PRESETS: dict[str, Preset] = {
         feed_forward=0,
         context=2048,
         f16=False,
+        weight_scale=0.3,
+        output_scale=4.0,
+        letters=16,
         architecture="mamba",
     ),
     # ~0.6 MB, hybrid (Jamba: Mamba-1, attention, Mamba-1): recurrent and KV memory
-    # in one model, the engine's hybrid-memory paths.
+    # in one model, the engine's hybrid-memory paths; strong weights as mamba's.
     "hybrid": Preset(
         blocks=3,
         embedding=64,
@@ -123,6 +129,9 @@ PRESETS: dict[str, Preset] = {
         feed_forward=128,
         context=2048,
         f16=False,
+        weight_scale=0.3,
+        output_scale=4.0,
+        letters=16,
         architecture="jamba",
         attention_blocks=(1,),
     ),

@@ -12,18 +12,17 @@ is given.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 
 from modelserve.runtime.batch import TokenBatch
 from modelserve.runtime.llama_model import LlamaModel
-from modelserve.shared.gguf_synth import emitting_tokens, write_synthetic_gguf
+from modelserve.shared.gguf_synth import PRESETS, emitting_tokens, write_synthetic_gguf
 
 # preset -> (llama_model_is_recurrent, llama_model_is_hybrid)
 KINDS = {"tiny": (False, False), "mamba": (True, False), "hybrid": (False, True)}
-N_BATCH = 64
+N_BATCH = 128
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
@@ -53,8 +52,9 @@ class Session:
         self.memory = lib.llama_get_memory(self.ctx)
         self.batch = TokenBatch(N_BATCH)
 
-    def decode(self, rows: dict[int, tuple[list[int], int]]) -> dict[int, np.ndarray]:
-        """Decode ``{sequence: (tokens, first position)}`` in one batch; the last logits of each."""
+    def submit(self, rows: dict[int, tuple[list[int], int]]) -> tuple[int, dict[int, int]]:
+        """Decode ``{sequence: (tokens, first position)}`` in one batch: llama_decode's
+        code and the row of each sequence's last token."""
         self.batch.clear()
         last = {
             sequence: self.batch.add(
@@ -62,7 +62,11 @@ class Session:
             )
             for sequence, (tokens, start) in rows.items()
         }
-        code = self.lib.llama_decode(self.ctx, self.batch.struct())
+        return int(self.lib.llama_decode(self.ctx, self.batch.struct())), last
+
+    def decode(self, rows: dict[int, tuple[list[int], int]]) -> dict[int, np.ndarray]:
+        """As ``submit``, which must succeed; the last logits of each sequence."""
+        code, last = self.submit(rows)
         assert code == 0, f"llama_decode returned {code}"
         return {sequence: self.logits(row) for sequence, row in last.items()}
 
@@ -102,7 +106,7 @@ def test_batch_of_sequences_decodes_and_generates(model: LlamaModel, session: Se
     prompts = {0: prompt(model, "Hello, world"), 1: prompt(model, "A longer prompt here")}
     logits = session.decode({s: (tokens, 0) for s, tokens in prompts.items()})
     positions = {s: len(tokens) for s, tokens in prompts.items()}
-    emitting = set(emitting_tokens())
+    emitting = set(emitting_tokens(PRESETS[preset_of(model)].letters))
     generated: dict[int, list[int]] = {0: [], 1: []}
     for _ in range(8):
         for sequence, row in logits.items():
@@ -132,15 +136,50 @@ def test_state_is_cut_back_only_whole(model: LlamaModel, session: Session) -> No
     assert session.pos_max(0) == -1
 
 
-def test_copy_takes_the_whole_recurrent_state(model: LlamaModel, session: Session) -> None:
-    """``seq_cp`` with a range of the first 4 positions: an attention cache copies those
-    4, a recurrent state is copied whole (it ends where the source ends)."""
-    recurrent, _ = KINDS[preset_of(model)]
+def test_state_carries_the_context(model: LlamaModel, session: Session) -> None:
+    """Two prompts that end in the same 12 tokens get different next-token logits: what
+    came before reaches the output (through the state, for Mamba), so a state handed
+    to the wrong request shows in its text."""
+    ending = " the brown fox"
+    logits = session.decode(
+        {
+            0: (prompt(model, "Hello, world." + ending), 0),
+            1: (prompt(model, "Bye, moon!" + ending), 0),
+        }
+    )
+    assert float(np.abs(logits[0] - logits[1]).max()) > 0.5
+
+
+def test_copy_of_a_prefix(model: LlamaModel, session: Session) -> None:
+    """``seq_cp`` given the range of the first 4 positions.
+
+    Attention: those 4 cells are copied, and the copy continues as a fresh prefill
+    of those 4 tokens does. Recurrent: the state is copied whole (it ends where the
+    source ends), so continuing at position 4 is refused and at the source's end
+    it continues as the source does. Hybrid: the KV part gets 4 cells, the
+    recurrent part the whole state; the copy says its last position is 3,
+    continuing at 4 is accepted (llama.cpp only logs "non-consecutive token
+    position") and what comes out has the source's later tokens leaked in.
+    """
+    recurrent, hybrid = KINDS[preset_of(model)]
     tokens = prompt(model, "Hello, world")
+    n, following = len(tokens), prompt(model, "a")[-1]
     session.decode({0: (tokens, 0)})
     session.lib.llama_memory_seq_cp(session.memory, 0, 1, 0, 4)
-    assert session.pos_max(1) == (len(tokens) - 1 if recurrent else 3)
+    assert session.pos_max(1) == (n - 1 if recurrent else 3)
     if recurrent:
-        # the copy continues exactly as the source does
-        after: dict[int, Any] = session.decode({0: ([65], len(tokens)), 1: ([65], len(tokens))})
+        assert session.submit({1: ([following], 4)})[0] != 0
+        after = session.decode({0: ([following], n), 1: ([following], n)})
         np.testing.assert_allclose(after[0], after[1], rtol=1e-4, atol=1e-4)
+        return
+    copied = session.decode({1: ([following], 4)})[1]
+    fresh = Session(model)
+    try:
+        reference = fresh.decode({0: ([*tokens[:4], following], 0)})[0]
+    finally:
+        fresh.close()
+    difference = float(np.abs(copied - reference).max())
+    if hybrid:
+        assert difference > 0.01  # the whole recurrent state came along
+    else:
+        assert difference < 1e-3

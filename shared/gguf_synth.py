@@ -227,7 +227,7 @@ class _Tensors:
         self.matrix(f"{prefix}.ffn_down.weight", self.weights(n_embd, n_ff))
 
     def mamba(self, prefix: str, *, inner_norms: bool) -> None:
-        """A Mamba-1 mixer, shaped as llama.cpp loads it (numpy order: rows last).
+        """A Mamba-1 mixer, shaped as llama.cpp loads it (numpy shapes: ggml's reversed).
 
         A and the time-step bias follow Mamba's own initialisation (A = -1..-d_state,
         time steps between 0.001 and 0.1), so the state decays and stays finite

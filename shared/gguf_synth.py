@@ -119,7 +119,7 @@ PRESETS: dict[str, Preset] = {
         letters=16,
         architecture="mamba",
     ),
-    # ~0.6 MB, hybrid (Jamba: Mamba-1, attention, Mamba-1): recurrent and KV memory
+    # ~0.8 MB, hybrid (Jamba: Mamba-1, attention, Mamba-1): recurrent and KV memory
     # in one model, the engine's hybrid-memory paths; strong weights as mamba's.
     "hybrid": Preset(
         blocks=3,

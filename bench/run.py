@@ -26,20 +26,26 @@ from typing import Any
 
 from common import BENCH, RESULTS, full_mode, machine, markdown_table, row, stamp, versions
 
-# Script -> extra arguments in quick mode (full mode runs each with its own defaults).
-# The runtime's defaults (3 rounds of 1..16 streams against four servers) take
-# longer than all the rest together.
-SCRIPTS: dict[str, list[str]] = {
-    "runtime": ["--rounds", "1", "--streams", "1,8", "--tokens", "32"],
-    "gateway": [],
-    "pipeline": [],
-    "mirror": [],
-    "coldstart": [],
+# Name -> (script, arguments always, extra arguments in quick mode; full mode runs
+# each with its own defaults). The runtime's defaults (3 rounds of 1..16 streams
+# against four servers) take longer than all the rest together.
+QUICK_RUNTIME = ["--rounds", "1", "--streams", "1,8", "--tokens", "32"]
+RUNS: dict[str, tuple[str, list[str], list[str]]] = {
+    "runtime": ("runtime", [], QUICK_RUNTIME),
+    # The real model (Gemma 3 270M Q4_K_M, sliding-window attention) beside the generated one.
+    "runtime-gemma": ("runtime", ["--preset", "gemma", "--name", "runtime-gemma"], QUICK_RUNTIME),
 }
+for _script in ("gateway", "pipeline", "mirror", "coldstart"):
+    RUNS[_script] = (_script, [], [])
 
 
 def newest(name: str, since: float) -> Path | None:
-    found = [p for p in RESULTS.glob(f"{name}-*.json") if p.stat().st_mtime >= since]
+    """The results file ``name`` wrote since ``since`` (runs go one at a time)."""
+    found = [
+        p
+        for p in RESULTS.glob(f"{name}-*.json")
+        if p.stat().st_mtime >= since and p.name[len(name) + 1].isdigit()
+    ]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
@@ -52,21 +58,22 @@ def rows_of(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("only", nargs="*", help=f"run only these of {', '.join(SCRIPTS)}")
+    parser.add_argument("only", nargs="*", help=f"run only these of {', '.join(RUNS)}")
     args = parser.parse_args()
-    unknown = set(args.only) - set(SCRIPTS)
+    unknown = set(args.only) - set(RUNS)
     if unknown:
         parser.error(f"no benchmark {', '.join(sorted(unknown))}")
     full = full_mode()
-    names = args.only or list(SCRIPTS)
+    names = args.only or list(RUNS)
     reports: dict[str, Any] = {}
     table: list[dict[str, Any]] = []
     failed = False
     started_all = time.time()
     for name in names:
-        argv = [sys.executable, str(BENCH / f"{name}.py")]
+        script, always, quick = RUNS[name]
+        argv = [sys.executable, str(BENCH / f"{script}.py"), *always]
         if not full:
-            argv += SCRIPTS[name]
+            argv += quick
         print(f"\n=== {name}: {' '.join(argv[1:])}", flush=True)
         since = time.time()
         code = subprocess.run(argv, env=os.environ.copy(), check=False).returncode

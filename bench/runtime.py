@@ -1,8 +1,9 @@
 """The runtime against llama.cpp's own servers: streams, tokens per second, first-token times.
 
-All sides serve the same generated GGUF (``small``: 30 blocks x 576, F16;
+All sides serve the same GGUF (``small``: a generated one, 30 blocks x 576, F16;
 ``--preset small-q8`` for Q8_0, where the CPU build runs it: on this machine
-llama.cpp dies of SIGILL in its AMX Q8_0 kernels, in-process too)
+llama.cpp dies of SIGILL in its AMX Q8_0 kernels, in-process too; ``--preset
+gemma``: the real Gemma 3 270M Q4_K_M, fetched once by ``.ci/gemma-gguf``)
 with the same threads and prompt, in one run, interleaved round by round so
 they share the machine's state:
 
@@ -50,7 +51,8 @@ from modelserve.shared.gguf_synth import write_synthetic_gguf
 from modelserve.shared.net import free_port
 
 BASELINE_COMMIT = "b0a0f52"  # the FIFO-lock runtime, before issue 16
-EOS = 2
+EOS = 2  # the generated presets' </s>
+END_TOKENS = {"gemma": (1, 106)}  # <eos>, <end_of_turn>: every end a preset's model has
 PROMPT = (
     "You are a helpful assistant. Summarise the following note in a few sentences. "
     "The quarterly report shows steady growth in every region, with costs flat."
@@ -130,7 +132,7 @@ def servers(args: argparse.Namespace, model: Path, logs: Path) -> Iterator[list[
     threads, ctx = str(args.threads), str(args.ctx)
     py = sys.executable
     sides: list[Side] = []
-    no_eos = {"logit_bias": {str(EOS): -100}}
+    no_eos = {"logit_bias": {str(t): -100 for t in ends(args.preset)}}
     try:
         port = free_port()
         runtime = [py, "-m", "modelserve", "runtime", "--model", str(model), "--port", str(port)]
@@ -231,11 +233,35 @@ def in_process(model: Path, args: argparse.Namespace) -> Any:
     )
 
 
-def in_process_run(llm: Any, tokens: int) -> Run:
+def ends(preset: str) -> tuple[int, ...]:
+    return END_TOKENS.get(preset, (EOS,))
+
+
+def model_path(preset: str) -> Path:
+    """The preset's GGUF: the real Gemma from the tools cache, else a generated one."""
+    if preset == "gemma":
+        done = subprocess.run(
+            [str(REPO / ".ci" / "gemma-gguf"), sys.executable],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return Path(done.stdout.strip().splitlines()[-1])
+    model = CACHE / "bench-models" / f"{preset}.gguf"
+    if not model.exists():
+        write_synthetic_gguf(model, preset)
+    return model
+
+
+def in_process_run(llm: Any, tokens: int, preset: str) -> Run:
     start = time.perf_counter()
     first: float | None = None
     stream = llm.create_completion(
-        PROMPT, max_tokens=tokens, temperature=0, logit_bias={EOS: -100}, stream=True
+        PROMPT,
+        max_tokens=tokens,
+        temperature=0,
+        logit_bias={t: -100 for t in ends(preset)},
+        stream=True,
     )
     seen = 0
     for chunk in stream:
@@ -306,7 +332,9 @@ def print_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def table_rows(sides: list[dict[str, Any]], ratios: dict[str, float | None]) -> list[Row]:
+def table_rows(
+    sides: list[dict[str, Any]], ratios: dict[str, float | None], name: str = "runtime"
+) -> list[Row]:
     """The issue's ratios in the shared row shape (ours: modelserve, baseline: the other)."""
     ours = "modelserve"
     wanted = [
@@ -338,14 +366,15 @@ def table_rows(sides: list[dict[str, Any]], ratios: dict[str, float | None]) -> 
             f"medians over rounds, {key}",
         )
         made.append(
-            table_row(f"runtime: {label}", value(ours, n, key), value(other, n, key), unit, note)
+            table_row(f"{name}: {label}", value(ours, n, key), value(other, n, key), unit, note)
         )
     return made
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="small", help="a generated preset, or gemma")
+    parser.add_argument("--name", default="runtime", help="the results file's and rows' name")
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 2, 8))
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--streams", default="1,4,8,16")
@@ -356,9 +385,7 @@ def main() -> None:
     args = parser.parse_args()
     args.streams = [int(n) for n in args.streams.split(",")]
 
-    model = CACHE / "bench-models" / f"{args.preset}.gguf"
-    if not model.exists():
-        write_synthetic_gguf(model, args.preset)
+    model = model_path(args.preset)
     logs = Path(tempfile.mkdtemp(prefix="modelserve-bench-"))
     runs: list[Run] = []
     llm = in_process(model, args)
@@ -366,11 +393,11 @@ def main() -> None:
         live = [s for s in sides if s.process is not None]
         for side in live:  # warm-up: first requests pay for page faults and allocations
             asyncio.run(concurrent(side, 1, 8))
-        in_process_run(llm, 8)
+        in_process_run(llm, 8, args.preset)
         for round_ in range(args.rounds):
             for n in args.streams:
                 if n == 1:
-                    runs.append(in_process_run(llm, args.tokens))
+                    runs.append(in_process_run(llm, args.tokens, args.preset))
                 for side in live:
                     runs.append(asyncio.run(concurrent(side, n, args.tokens)))
                     print(
@@ -408,8 +435,8 @@ def main() -> None:
         lines.append(f"{label:48} {'n/a' if value is None else f'{value:.2f}x'}")
     print("\n".join(lines))
     out = write_results(
-        "runtime",
-        table_rows(rows, ratios),
+        args.name,
+        table_rows(rows, ratios, args.name),
         settings={
             "preset": args.preset,
             "threads": args.threads,

@@ -22,9 +22,20 @@ prefix that arrives eight times at once is computed once.
 
 A request that ends (end of generation, stop string, ``max_tokens``, context
 length, client gone) frees its slot at once; its sequence stays in the KV cache
-for prefix reuse while there is room. When the cache is full, kept sequences
-are evicted first and then the request holding the most cells is ended with
-``finish_reason: "length"``; the process never dies of it.
+for prefix reuse while there is room (``prefix_cache.py`` says which matches
+are used). When the cache is full, kept sequences are evicted first and then
+one request at a time, the one holding the most cells, is ended with
+``finish_reason: "length"``; a request ended for room, or ending while room is
+short, leaves nothing in the cache. The process never dies of it.
+
+What may be reused depends on the model's memory (``MemoryKind``). A plain KV
+cache is cut and copied by position. A sliding-window cache recycles cells that
+fell out of a sequence's window, so every reuse (a kept prefix, a ride) is
+checked with ``llama_memory_seq_pos_min``: a prefix whose window is gone is
+prefilled again and reported as not cached. A recurrent or hybrid state is one
+whole thing: it is continued only from its end (a kept sequence that is wholly
+a prefix of the prompt) or copied whole at a token boundary (the ``n`` choices
+of one prompt); nothing rides on a running request.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +54,7 @@ import numpy as np
 
 from modelserve.runtime.batch import TokenBatch, Tokens
 from modelserve.runtime.grammar import Grammar
-from modelserve.runtime.llama_model import LlamaModel
+from modelserve.runtime.llama_model import LlamaModel, MemoryKind
 from modelserve.runtime.logprobs import TokenLogprob, from_logits
 from modelserve.runtime.metrics import RuntimeMetrics
 from modelserve.runtime.prefix_cache import Match, PrefixCache, common_prefix
@@ -119,6 +130,7 @@ class Job:
     riding: Job | None = None  # a running job whose prefilled prefix this one will copy
     ride: int = 0  # how many prompt tokens come from ``riding``
     donor: Job | None = None  # the job whose cells ``shared`` counts, once copied
+    kept_donor: int = -1  # or the kept sequence whose cells ``shared`` counts
     open_members: int = 0
     shared: int = 0  # cells of the prompt a follower shares with its leader
     pending: list[TokenLogprob] = field(default_factory=list)
@@ -169,6 +181,8 @@ class BatchedEngine:
         self.model = model
         self.metrics = metrics
         self.slots = slots
+        self.memory = model.memory
+        self._ranges = model.memory.cuts_ranges
         self.ctx = model.new_context(
             n_ctx=n_ctx, n_batch=n_batch, n_seq_max=slots + cached_sequences, n_threads=n_threads
         )
@@ -184,6 +198,8 @@ class BatchedEngine:
         self._outbox: list[tuple[Job, Event]] = []
         self._wake = threading.Condition()
         self._stopping = False
+        self._short = False  # room ran short this step: ended requests keep nothing
+        self.lookups: Counter[str] = Counter()  # prefix lookups by outcome (see _looked_up)
         metrics.slots_total.set(slots)
         metrics.kv_cells_total.set(self.n_ctx)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
@@ -290,9 +306,9 @@ class BatchedEngine:
             if job.cancelled:
                 self.scheduler.withdraw(job)
                 continue
-            match = self._cache.best(job.prompt)
+            match = self._cache.best(job.prompt, whole_only=not self._ranges)
             reused = match.length if match else 0
-            donor, ride = self._donor(job.prompt)
+            donor, ride = self._donor(job.prompt) if self._ranges else (None, 0)
             if ride <= reused:  # a kept sequence serves as well, without waiting
                 donor, ride = None, 0
             committed = sum(len(j.prompt) - j.shared + len(j.generated) for j in self._active)
@@ -301,9 +317,9 @@ class BatchedEngine:
                 self.scheduler.hold()  # free slots lend no queue places meanwhile
                 break  # wait for running requests to free cells
             if self.scheduler.start(job):  # False: its client left just now
-                self._start(job, None if donor is not None else match)
                 if donor is not None:
                     job.riding, job.ride, job.shared = donor, ride, ride
+                self._start(job, None if donor is not None else match)
                 for follower in job.followers:
                     follower.waiting_on, follower.shared = job, len(job.prompt)
                     self._start(follower, None)
@@ -328,25 +344,50 @@ class BatchedEngine:
                 continue
             if donor not in self._active:  # the donor ended first: prefill alone
                 job.riding, job.ride, job.shared = None, 0, 0
+                self._looked_up("miss")
             elif donor.riding is None and donor.n_past >= job.ride:
                 self._lib.llama_memory_seq_cp(
                     self._memory, donor.sequence, job.sequence, 0, job.ride
                 )
-                job.n_past = job.cached = job.ride
-                job.riding, job.donor = None, donor
-                self.metrics.prompt_tokens_cached.inc(job.ride)
+                job.riding = None
+                if self._window_kept(job.sequence, job.ride):
+                    job.n_past = job.cached = job.ride
+                    job.donor = donor
+                    self.metrics.prompt_tokens_cached.inc(job.ride)
+                    self._looked_up("hit")
+                else:  # the donor's window moved past the prefix: prefill it all
+                    self._lib.llama_memory_seq_rm(self._memory, job.sequence, -1, -1)
+                    job.ride = job.shared = 0
+                    self._looked_up("stale")
 
     def _start(self, job: Job, match: Match | None) -> None:
         reused = 0
-        if match is not None:
+        if match is not None and (match.whole or not self._ranges):
+            # Wholly a prefix (the chat's previous turn): continue that sequence.
             sequence = match.sequence
             self._cache.take(sequence)
-            if self._lib.llama_memory_seq_rm(self._memory, sequence, match.length, -1):
+            self._forget_donor(sequence)
+            cut = bool(self._lib.llama_memory_seq_rm(self._memory, sequence, match.length, -1))
+            if cut and self._window_kept(sequence, match.length):
                 reused = match.length
-            else:  # this memory cannot cut a sequence: start it afresh
+            else:  # cannot be cut there, or its window is gone: start it afresh
                 self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
         else:
-            sequence = self._free_sequences.pop() if self._free_sequences else self._evict()
+            sequence = self._new_sequence(sparing=match.sequence if match else -1)
+            if match is not None:  # a shared start: copy it, the kept one stays
+                self._lib.llama_memory_seq_cp(
+                    self._memory, match.sequence, sequence, 0, match.length
+                )
+                self._cache.touch(match.sequence)
+                if self._window_kept(sequence, match.length):
+                    reused = job.shared = match.length
+                    job.kept_donor = match.sequence
+                else:
+                    self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+        if match is not None:
+            self._looked_up("hit" if reused else "stale")
+        elif job.riding is None and job.waiting_on is None:
+            self._looked_up("miss")  # a rider counts when it boards
         job.sequence, job.n_past, job.cached = sequence, reused, reused
         job.started_at = time.monotonic()
         grammar = Grammar(self.model, job.gbnf) if job.gbnf is not None else None
@@ -358,11 +399,42 @@ class BatchedEngine:
             self.metrics.prompt_tokens_cached.inc(reused)
         self._send(job, Event("started", index=job.index))
 
-    def _evict(self) -> int:
-        """Free the least recently used kept sequence; returns its id."""
-        sequence = self._cache.pop_oldest()
+    def _looked_up(self, outcome: str) -> None:
+        """A prompt's prefix lookup ended: ``hit``, ``miss`` or ``stale`` (a match
+        whose memory could not be reused); the hit rate is hits over all three."""
+        self.metrics.prefix_cache_lookups.labels(outcome).inc()
+        self.lookups[outcome] += 1
+
+    def _window_kept(self, sequence: int, length: int) -> bool:
+        """Whether ``sequence`` still holds what continuing it at ``length`` needs.
+
+        Only a sliding-window cache can lose it: its window layers recycle the cells
+        a sequence's window has passed, even with ``swa_full``, while cutting or
+        copying by range still reports success. The window before ``length`` must
+        still be there (llama-server's check); an empty window means it is gone.
+        """
+        if self.memory is not MemoryKind.SLIDING or length == 0:
+            return True
+        lowest = int(self._lib.llama_memory_seq_pos_min(self._memory, sequence))
+        return 0 <= lowest <= max(0, length - self.model.n_swa)
+
+    def _new_sequence(self, *, sparing: int = -1) -> int:
+        if self._free_sequences:
+            return self._free_sequences.pop()
+        return self._evict(sparing=sparing)
+
+    def _evict(self, *, sparing: int = -1) -> int:
+        """Free the least recently used kept sequence (never ``sparing``); returns its id."""
+        sequence = self._cache.pop_oldest(sparing=sparing)
         self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+        self._forget_donor(sequence)
         return sequence
+
+    def _forget_donor(self, sequence: int) -> None:
+        """Kept ``sequence`` leaves the cache: the cells others copied from it are theirs."""
+        for job in self._active:
+            if job.kept_donor == sequence:
+                job.kept_donor, job.shared = -1, 0
 
     def _free_cells(self) -> int:
         """Cells not held; a follower's copied prompt shares its leader's cells."""
@@ -370,8 +442,10 @@ class BatchedEngine:
         return self.n_ctx - held - self._cache.cells
 
     def _make_room(self, generating: int, prefill_wanted: int) -> None:
-        """Evict kept sequences, then end the longest request, until the step can progress."""
+        """Evict kept sequences, then end one request at a time (the longest), until
+        the step can progress; while room is short, ended requests keep nothing."""
         needed = max(generating, 1)
+        self._short = self._free_cells() < generating + prefill_wanted
         while self._free_cells() < generating + prefill_wanted and len(self._cache):
             self._free_sequences.append(self._evict())
         while self._active and self._free_cells() < needed:
@@ -379,8 +453,9 @@ class BatchedEngine:
             needed = max(sum(1 for j in self._active if not j.prefilling), 1)
 
     def _end_longest(self) -> None:
-        longest = max(self._active, key=lambda j: j.n_past)
+        longest = max(self._active, key=lambda j: j.n_past - j.shared)
         log.info("KV cache full: ending the request holding %d cells", longest.n_past)
+        self._short = True
         self._finish(longest, "length")
 
     def _live(self) -> tuple[list[Job], list[Job]]:
@@ -390,6 +465,7 @@ class BatchedEngine:
         return [j for j in live if not j.prefilling], [j for j in live if j.prefilling]
 
     def _step(self) -> None:
+        self._short = False
         self._board_riders()
         generating, prefilling = self._live()
         room = self.n_batch - len(generating)
@@ -439,9 +515,12 @@ class BatchedEngine:
         self._observe_kv()
 
     def _branch(self, leader: Job, follower: Job) -> int:
-        """Give ``follower`` the leader's prefilled prompt; its first token, from the same row."""
+        """Give ``follower`` the leader's prefilled prompt; its first token, from the same row.
+
+        The copy is whole and at a token boundary (the leader has decoded exactly
+        its prompt), which is right for every memory kind, a recurrent state too."""
         self._lib.llama_memory_seq_cp(self._memory, leader.sequence, follower.sequence, -1, -1)
-        follower.waiting_on = None
+        follower.waiting_on, follower.donor = None, leader
         follower.n_past, follower.cached = leader.n_past, leader.cached
         assert follower.chain is not None
         return follower.chain.sample(self.ctx, leader.row)
@@ -460,10 +539,15 @@ class BatchedEngine:
                 else:
                     self._end_longest()
                 return False
-            # Aborted or failed: ubatches already processed stay in memory; cut them off.
-            for job in in_batch:
-                self._lib.llama_memory_seq_rm(self._memory, job.sequence, job.n_past, -1)
-            if code == DECODE_ABORTED:
+            # Aborted or failed: ubatches already processed stay in memory; cut them off
+            # (a recurrent state cannot be cut back: those requests fail below).
+            cut = all(
+                [
+                    self._lib.llama_memory_seq_rm(self._memory, job.sequence, job.n_past, -1)
+                    for job in in_batch
+                ]
+            )
+            if code == DECODE_ABORTED and cut:
                 continue
             break
         log.error("llama_decode failed with %d for %d tokens", code, self._batch.size)
@@ -533,19 +617,26 @@ class BatchedEngine:
         if job not in self._active:
             return
         self._active.remove(job)
-        for other in self._active:  # the cells it shared are now the rider's own
+        tokens = job.kv_tokens()
+        kept = keep and not self._short and len(tokens) > 0 and self._cache.capacity > 0
+        for other in self._active:  # cells copied from it: still shared if it is kept
             if other.donor is job:
-                other.donor, other.shared = None, 0
+                other.donor = None
+                if kept:
+                    other.kept_donor = job.sequence
+                else:
+                    other.shared = 0
         for follower in job.followers:  # never copied: nothing to continue from
             if follower.waiting_on is job and follower in self._active:
                 self._finish(follower, None if job.cancelled else "length")
         if job.chain is not None:
             job.chain.close()
-        tokens = job.kv_tokens()
-        if keep and len(tokens) and self._cache.capacity:
-            for sequence in self._cache.put(job.sequence, tokens):
+        if kept:
+            share = (job.kept_donor, job.shared) if job.kept_donor >= 0 else None
+            for sequence in self._cache.put(job.sequence, tokens, share):
                 self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
                 self._free_sequences.append(sequence)
+                self._forget_donor(sequence)
         else:
             self._lib.llama_memory_seq_rm(self._memory, job.sequence, -1, -1)
             self._free_sequences.append(job.sequence)
@@ -558,6 +649,8 @@ class BatchedEngine:
     def _reset_cache(self) -> None:
         while len(self._cache):
             self._free_sequences.append(self._cache.pop_oldest())
+        for job in self._active:
+            job.kept_donor, job.shared = -1, 0
 
     def _observe_kv(self) -> None:
         self.metrics.kv_cells_used.set(self.n_ctx - self._free_cells())

@@ -44,6 +44,7 @@ class ChatTemplate:
     def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        self.bos_token = bos_token
         self.syntax: CallSyntax = syntax_for(template)
         self._knows_tools = template_knows_tools(template)
         self._formatter = Jinja2ChatFormatter(

@@ -148,7 +148,7 @@ class LlamaEngine:
                 [m.for_template() for m in request.messages],
                 tools if request.calls_tools else None,
             )
-            prompts = [self.model.tokenize(rendered.prompt, add_bos=False, special=True)]
+            prompts = [self._chat_prompt(rendered.prompt)]
             stops = stops + rendered.stops
             gbnf = gbnf or self._chat_grammar(request, [t["function"] for t in tools])
             top = (request.top_logprobs or 0) if request.logprobs else None
@@ -222,6 +222,16 @@ class LlamaEngine:
             return schema_grammar(response_format.json_schema.schema_)
         except GrammarError as exc:
             raise BadParameter(f"response_format: {exc}", "response_format") from exc
+
+    def _chat_prompt(self, text: str) -> Tokens:
+        """A rendered chat's tokens with exactly one BOS where the model wants one.
+
+        As llama.cpp's server: the model's ``add_bos`` decides, and a template that
+        writes the BOS text itself (most do, as ``bos_token``) is not doubled."""
+        bos = self.template.bos_token
+        if self.model.add_bos and bos and text.startswith(bos):
+            text = text[len(bos) :]
+        return self.model.tokenize(text, add_bos=True, special=True)
 
     def _completion_prompt(self, prompt: str | list[int]) -> Tokens:
         if isinstance(prompt, str):

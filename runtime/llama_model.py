@@ -10,6 +10,7 @@ owns the generation context).
 from __future__ import annotations
 
 import ctypes
+import enum
 import logging
 import os
 from pathlib import Path
@@ -24,6 +25,31 @@ LLAMA_LOGGER = "llama-cpp-python"  # where llama-cpp-python routes llama.cpp's l
 
 class ModelLoadError(RuntimeError):
     """llama.cpp could not load the GGUF or create a context for it."""
+
+
+class MemoryKind(enum.Enum):
+    """How a model's sequence memory behaves, which decides what the engine may reuse.
+
+    ``ATTENTION``: a plain KV cache; any prefix of a sequence can be kept, cut or
+    copied by position range. ``SLIDING``: interleaved sliding-window attention
+    (Gemma 2/3, gpt-oss, Cohere, some Mistral): ranges work on the full-attention
+    layers, but the window layers recycle a sequence's cells that fell out of its
+    window, so a prefix is reusable only if its window is still there
+    (``llama_memory_seq_pos_min``). ``RECURRENT`` (Mamba, RWKV) and ``HYBRID``
+    (Jamba, Granite 4-H, Qwen3-Next, LFM2...): a sequence's state is one whole
+    thing at its last position; ranges are ignored or refused, so a state can
+    only be continued from its end or copied whole at a token boundary.
+    """
+
+    ATTENTION = "attention"
+    SLIDING = "sliding-window"
+    RECURRENT = "recurrent"
+    HYBRID = "hybrid"
+
+    @property
+    def cuts_ranges(self) -> bool:
+        """Whether a sequence can be cut or copied at any position."""
+        return self in (MemoryKind.ATTENTION, MemoryKind.SLIDING)
 
 
 class LlamaModel:
@@ -47,8 +73,18 @@ class LlamaModel:
         self.bos = int(lib.llama_vocab_bos(self.vocab))
         self.eos = int(lib.llama_vocab_eos(self.vocab))
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        self.n_swa = int(lib.llama_model_n_swa(self.model))
+        self.memory = self._memory_kind()
         self._pieces: dict[int, bytes] = {}
         self._end_of_generation: dict[int, bool] = {}
+
+    def _memory_kind(self) -> MemoryKind:
+        lib = self._lib
+        if lib.llama_model_is_hybrid(self.model):
+            return MemoryKind.HYBRID
+        if lib.llama_model_is_recurrent(self.model):
+            return MemoryKind.RECURRENT
+        return MemoryKind.SLIDING if self.n_swa > 0 else MemoryKind.ATTENTION
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> Tokens:
         """Token ids of ``text``; ``add_bos`` puts the model's BOS first if it uses one."""
@@ -140,6 +176,7 @@ class LlamaModel:
         params.n_threads = n_threads or max(cores // 2, 1)
         params.n_threads_batch = n_threads or cores
         params.kv_unified = True
+        params.swa_full = self._swa_full(n_ctx, n_seq_max, params.n_ubatch)
         params.embeddings = embeddings
         if embeddings:
             params.pooling_type = lib.LLAMA_POOLING_TYPE_MEAN
@@ -150,6 +187,17 @@ class LlamaModel:
                 f"n_seq_max={n_seq_max}) for {self.path}"
             )
         return ctx
+
+    def _swa_full(self, n_ctx: int, n_seq_max: int, n_ubatch: int) -> bool:
+        """Whether the window layers get a cache of ``n_ctx`` cells, or only what the
+        windows need (``n_swa`` per sequence, unified, plus a ubatch).
+
+        Full size keeps cells past a window a little longer (until their cell is
+        wanted again), never for sure, so the engine checks every reuse anyway. So
+        full size is taken only where it costs nothing: where the windows' need is
+        at least ``n_ctx``; beyond that the memory is worth more than the chance.
+        """
+        return self.n_swa <= 0 or n_ctx <= self.n_swa * n_seq_max + n_ubatch
 
     def free_context(self, ctx: Any) -> None:
         self._lib.llama_free(ctx)

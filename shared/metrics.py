@@ -44,6 +44,7 @@ STEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
 # What a pipeline step did with one event.
 STEP_OUTCOMES = ("ok", "acked", "failed", "retry", "refused", "duplicate")
 UNMATCHED_ROUTE = "(unmatched)"
+PREFIX_OUTCOMES = ("hit", "miss", "stale")  # a prompt's lookup among kept sequences
 UNKNOWN_SERVER = ""
 
 
@@ -59,6 +60,15 @@ class RuntimeMetrics:
             "Prompt tokens whose KV was reused from a kept sequence (not prefilled again).",
             registry=registry,
         )
+        self.prefix_cache_lookups = Counter(
+            "modelserve_prefix_cache_lookups",
+            "Prompts looked up among kept and running sequences, by outcome: hit, miss, "
+            "or stale (a match whose memory could not be reused: a sliding window moved on).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in PREFIX_OUTCOMES:  # every outcome scrapes as 0 from the start
+            self.prefix_cache_lookups.labels(outcome)
         self.generated_tokens = Counter(
             "modelserve_generated_tokens", "Tokens generated.", registry=registry
         )

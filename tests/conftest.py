@@ -22,6 +22,7 @@ from modelserve.shared.db.migrate import upgrade
 from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.crds import install
 from support.databases import create_postgres_database, drop_postgres_database, sqlite_url
+from support.engine import gemma_gguf
 from support.kube import KubeCluster, start_kube_cluster
 from support.kubectl import KubeconfigFor, kubectl, service_account_kubeconfig
 from support.minio_server import MinioServer, start_minio
@@ -38,6 +39,12 @@ NAMESPACE = "modelserve"  # config/namespace.yaml
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generated tiny llama GGUF (about 0.5 MB) that most tests serve or inspect."""
     return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "demo.gguf", "tiny")
+
+
+@pytest.fixture(scope="session")
+def gemma_model() -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF (253 MB; base model, sliding-window attention)."""
+    return start_or_skip(gemma_gguf)
 
 
 @pytest.fixture(scope="session")

@@ -54,25 +54,62 @@ def test_common_prefix() -> None:
     assert common_prefix(a, np.array([5], dtype=np.int32)) == 0
 
 
+def ids(*tokens: int) -> np.ndarray:
+    return np.array(tokens, dtype=np.int32)
+
+
 def test_prefix_cache_picks_the_longest_match_and_evicts_the_oldest() -> None:
     cache = PrefixCache(2)
-    assert cache.put(0, np.array([1, 2, 3], dtype=np.int32)) == []
-    assert cache.put(1, np.array([1, 2, 3, 4, 5], dtype=np.int32)) == []
-    match = cache.best(np.array([1, 2, 3, 4, 9, 9], dtype=np.int32))
-    assert match is not None and (match.sequence, match.length) == (1, 4)
+    assert cache.put(0, ids(1, 2, 3, 4, 5)) == []
+    assert cache.put(1, ids(1, 2, 3, 4, 5, 6, 7)) == []
+    match = cache.best(ids(1, 2, 3, 4, 5, 6, 9, 9))
+    assert match is not None and (match.sequence, match.length, match.whole) == (1, 6, False)
+    assert cache.cells == 12
+    assert cache.put(2, ids(7)) == [0]  # least recently kept
     assert cache.cells == 8
-    assert cache.put(2, np.array([7], dtype=np.int32)) == [0]  # least recently kept
-    assert cache.cells == 6
     cache.take(1)
     assert cache.cells == 1 and len(cache) == 1
 
 
 def test_prefix_cache_always_leaves_the_last_prompt_token_to_decode() -> None:
     cache = PrefixCache(1)
-    cache.put(3, np.array([1, 2, 3], dtype=np.int32))
-    match = cache.best(np.array([1, 2, 3], dtype=np.int32))
-    assert match is not None and match.length == 2
-    assert cache.best(np.array([1], dtype=np.int32)) is None
+    cache.put(3, ids(1, 2, 3, 4, 5))
+    match = cache.best(ids(1, 2, 3, 4, 5))
+    assert match is not None and (match.length, match.whole) == (4, False)
+    whole = cache.best(ids(1, 2, 3, 4, 5, 6))
+    assert whole is not None and (whole.length, whole.whole) == (5, True)
+
+
+def test_a_prefix_too_short_to_matter_is_no_match() -> None:
+    """Every prompt starts with BOS, most chats with the template's preamble: sharing
+    that is no reason to touch a kept sequence (nor to report it cached)."""
+    cache = PrefixCache(2)
+    cache.put(0, ids(1, 50, 51, 52, 53, 54))
+    assert cache.best(ids(1, 60, 61)) is None  # BOS only
+    assert cache.best(ids(1, 50, 51, 70)) is None  # under the minimum
+    long_prompt = ids(1, 50, 51, 52, 53, *range(100, 160))  # 5 of 65: under a tenth
+    assert cache.best(long_prompt) is None
+    match = cache.best(ids(1, 50, 51, 52, 53, 80, 81))
+    assert match is not None and match.length == 5
+
+
+def test_recurrent_memory_only_continues_whole_sequences() -> None:
+    cache = PrefixCache(2)
+    cache.put(0, ids(1, 2, 3, 4, 5, 6))
+    assert cache.best(ids(1, 2, 3, 4, 5, 9, 9), whole_only=True) is None
+    match = cache.best(ids(1, 2, 3, 4, 5, 6, 7), whole_only=True)
+    assert match is not None and match.whole
+
+
+def test_cells_a_kept_sequence_shares_with_another_count_once() -> None:
+    cache = PrefixCache(3)
+    cache.put(0, ids(*range(1, 11)))  # 10 cells
+    cache.put(1, ids(*range(1, 7), 90, 91), share=(0, 6))  # copied 6 of them
+    assert cache.cells == 12
+    cache.take(0)  # the shared 6 are now sequence 1's alone
+    assert cache.cells == 8
+    cache.put(2, ids(5, 5, 5, 5), share=(7, 2))  # a donor not kept shares nothing
+    assert cache.cells == 12
 
 
 def test_disabled_prefix_cache_keeps_nothing() -> None:

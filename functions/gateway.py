@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions import paths
@@ -62,6 +62,7 @@ from modelserve.shared.cache import TtlCache
 from modelserve.shared.db import changes, repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
+from modelserve.shared.metrics_access import exposition, sees_identities
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class GatewayDeps:
     max_body_bytes: int = 1024 * 1024  # settings.max_body_bytes
     # What /metrics serves; the embedded stack passes the process's one.
     registry: CollectorRegistry | None = None
+    metrics_token: str | None = None  # settings.metrics_token: /metrics with identities
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
@@ -238,9 +240,18 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
     app.add_middleware(logs.ServerContext)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        """Requests, latency, bytes and streams per server; tokens per server, user and key."""
-        return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Requests, latency, bytes and streams per server; tokens per server, user and key.
+
+        Those labels only for the scrape token or an admin; anyone else gets the
+        same families with them summed away (shared/metrics_access.py).
+        """
+        full = await sees_identities(
+            request.headers.get("authorization"), deps.metrics_token, deps.guard
+        )
+        return Response(
+            exposition(deps.metrics_registry, identities=full), media_type=CONTENT_TYPE_LATEST
+        )
 
     async def upstream_url(server: uuid.UUID, seen: _Seen) -> str:
         try:

@@ -170,3 +170,39 @@ async def test_an_upload_cannot_claim_a_catalog_name(
     )
     assert own.status_code == 201, own.text  # the control: a name of one's own
 
+
+async def test_anonymous_metrics_name_nobody(stack_factory: Any, reliability: Recorder) -> None:
+    stack = await stack_factory(metrics_token="scrape-secret-0123456789")
+    async with spy_upstream() as (url, _):
+        async with stack.sessions.begin() as session:
+            server = await new_server(session, status="ready", owner="alice", internal_url=url)
+        made = (await make_key(stack, "alice")).json()
+        used = await stack.http.post(
+            f"{stack.gateway}/{server}/v1/chat/completions", headers=bearer(made["key"]), json=CHAT
+        )
+        assert used.status_code == 200, used.text
+    await stack.http.get(f"{stack.api}/servers/{server}", headers=stack.auth("alice"))
+    identities = (str(server), made["key_id"], 'user="alice"')
+    for door in ("gateway", "api"):
+        url = f"{getattr(stack, door)}/metrics"
+        full = await stack.http.get(url, headers=bearer("scrape-secret-0123456789"))
+        admin = await stack.http.get(url, headers=stack.auth("root"))
+        assert full.status_code == admin.status_code == 200 and full.text.count("\n") > 5
+        if door == "gateway":  # the control: the scraper and an admin see who
+            assert all(i in full.text and i in admin.text for i in identities)
+        for who, headers in (
+            ("anonymous", {}),
+            ("a viewer", stack.auth("vic")),
+            ("a wrong scrape token", bearer("scrape-secret-wrong")),
+        ):
+            reliability.case(
+                f"{door} /metrics as {who}",
+                injected=f"GET /metrics of the {door} as {who}",
+                checked="200, the same families, no server UUID, user name or key id",
+            )
+            answer = await stack.http.get(url, headers=headers)
+            assert answer.status_code == 200
+            assert not any(i in answer.text for i in identities), (door, who)
+            assert "alice" not in answer.text, (door, who)
+            if door == "gateway":
+                assert "modelserve_gateway_requests_total" in answer.text

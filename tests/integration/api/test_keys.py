@@ -123,7 +123,9 @@ async def test_a_key_works_through_the_openai_client_until_revoked(
     await refused_within(lambda: gateway_status(stack, server, key))
     with pytest.raises(openai.AuthenticationError):
         await client.models.list()
-    again = await stack.http.delete(f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("alice"))
+    again = await stack.http.delete(
+        f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("alice")
+    )
     assert again.json()["revoked_at"] == revoked.json()["revoked_at"]  # idempotent
 
 

@@ -56,7 +56,7 @@ async def test_gateway_counts_each_server_s_requests_latency_bytes_and_streams(
     )
     assert unknown.status_code == 404
 
-    text = await asyncio.to_thread(fetch, f"{stack.gateway}/metrics")
+    text = await asyncio.to_thread(fetch, f"{stack.gateway}/metrics", stack.token("root"))
     assert exposed_names(text) == documented_names("gateway") | documented_names("usage")
     s = str(server)
     assert value(text, "modelserve_gateway_requests_total", server_uuid=s, code="200") == 2

@@ -1,10 +1,15 @@
 """Token budgets at the gateway: past a key's or a user's tokens per UTC day, 429.
 
-Exact within one request's tokens under concurrency: on each replica, metered
+Exact within one request's prompt under concurrency: on each replica, metered
 requests of a budgeted key or user pass one at a time (a lock per budget), and
-each is admitted only while the day's figure is below the limit. The runtime
-runs one generation at a time anyway, so this costs no throughput; what it
-buys is that no two requests can both start on the last remaining tokens.
+each is admitted only while the day's figure is below the limit, and only if
+its worst case fits in what is left (``Ticket.left``: the gateway refuses a
+request whose ``n`` x prompts x ``max_tokens`` exceeds it, and gives one that
+names no limit ``max_tokens`` = what is left / choices). So a request's answer
+cannot take a budget past its limit; only its prompt (bounded by the body
+limit) is counted after it ran. The runtime runs one generation at a time
+anyway, so this costs no throughput; what it buys is that no two requests can
+both start on the last remaining tokens.
 
 The day's figure is the database's sum (read again every ``ttl`` seconds, while
 the recorder is not writing) plus what this replica recorded and has not
@@ -57,8 +62,11 @@ def seconds_to_midnight() -> int:
 class Ticket:
     """Held while an admitted request runs; ``done`` adds its tokens and lets the next in."""
 
-    def __init__(self, figures: list[_Figure]) -> None:
+    def __init__(self, figures: list[_Figure], left: int) -> None:
         self._figures = figures
+        # Tokens this request may still spend: the gateway holds its worst case
+        # (choices x max_tokens) within this, so no request runs far past a budget.
+        self.left = left
 
     def done(self, tokens: int) -> None:
         for figure in self._figures:
@@ -82,6 +90,7 @@ class BudgetGate:
     async def admit(self, budgets: tuple[Budget, ...]) -> Ticket:
         """Wait for this budget's turn; raises :class:`OverBudget` when none is left."""
         held: list[_Figure] = []
+        left: int | None = None
         try:
             for budget in sorted(budgets, key=lambda b: (b.scope, b.name)):  # one lock order
                 figure = self._figures.setdefault(
@@ -92,11 +101,13 @@ class BudgetGate:
                 await self._refresh(budget, figure)
                 if figure.tokens >= budget.tokens_per_day:
                     raise OverBudget(budget, figure.tokens, seconds_to_midnight())
+                remaining = budget.tokens_per_day - figure.tokens
+                left = remaining if left is None else min(left, remaining)
         except BaseException:
             for figure in held:
                 figure.lock.release()
             raise
-        return Ticket(held)
+        return Ticket(held, left or 0)
 
     async def _refresh(self, budget: Budget, figure: _Figure) -> None:
         today = _today()

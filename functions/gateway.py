@@ -11,8 +11,13 @@
 - Bodies stream both ways without buffering (a completion request's small JSON
   body is read first, to ask for its usage); when the client goes away the
   upstream request is closed, which stops the runtime's generation.
-- Completions are metered per server, user and key (``usage.py``): the answer's
-  usage is read as it passes and written in batches, off the request's path.
+- Routing and metering are decided on one path: the raw path as sent, which
+  must already be canonical (``paths.py``: no percent-encoding, no empty or dot
+  segments; else 400), and the upstream URL is built from its parts.
+- Every request that can do work (any method but GET, HEAD, OPTIONS, on any
+  path) is metered per server, user and key (``usage.py``): the answer's usage
+  is read as it passes and written in batches, off the request's path. Under a
+  budget a request's worst case must fit in what is left (``budget.py``).
 - No database read per request on the hot path: a server's route (status and
   runtime URL) is kept for ``auth_cache_ttl`` seconds and dropped the moment this
   process commits a change to its record (``Routes``); a JWT's verification is
@@ -33,13 +38,22 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.functions import paths
 from modelserve.functions.api.security import auth_failure
-from modelserve.functions.budget import BudgetGate, OverBudget, Ticket
+from modelserve.functions.budget import BudgetGate, OverBudget, Ticket, seconds_to_midnight
 from modelserve.functions.limits import BodyLimit
-from modelserve.functions.usage import METERED, UsageMeter, UsageRecorder, prepare_request
+from modelserve.functions.usage import (
+    SAFE_METHODS,
+    BadMeteredRequest,
+    Prepared,
+    UsageMeter,
+    UsageRecorder,
+    WorstCaseOverBudget,
+    prepare_request,
+)
 from modelserve.shared import logs, tracing
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
@@ -48,6 +62,7 @@ from modelserve.shared.cache import TtlCache
 from modelserve.shared.db import changes, repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
+from modelserve.shared.metrics_access import exposition, sees_identities
 
 Wake = Callable[[uuid.UUID], Awaitable[str]]
 log = logging.getLogger(__name__)
@@ -170,6 +185,7 @@ class GatewayDeps:
     max_body_bytes: int = 1024 * 1024  # settings.max_body_bytes
     # What /metrics serves; the embedded stack passes the process's one.
     registry: CollectorRegistry | None = None
+    metrics_token: str | None = None  # settings.metrics_token: /metrics with identities
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
@@ -199,8 +215,9 @@ async def _counted(stream: AsyncIterator[bytes], counter: Any) -> AsyncIterator[
         yield chunk
 
 
-def over_budget(exc: OverBudget) -> JSONResponse:
+def over_budget(exc: OverBudget | WorstCaseOverBudget) -> JSONResponse:
     """OpenAI's shape for a quota refusal, so clients raise their RateLimitError."""
+    retry_after = exc.retry_after if isinstance(exc, OverBudget) else seconds_to_midnight()
     return JSONResponse(
         {
             "error": {
@@ -211,7 +228,7 @@ def over_budget(exc: OverBudget) -> JSONResponse:
             }
         },
         status_code=429,
-        headers={"Retry-After": str(exc.retry_after)},
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -223,9 +240,18 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
     app.add_middleware(logs.ServerContext)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        """Requests, latency, bytes and streams per server; tokens per server, user and key."""
-        return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Requests, latency, bytes and streams per server; tokens per server, user and key.
+
+        Those labels only for the scrape token or an admin; anyone else gets the
+        same families with them summed away (shared/metrics_access.py).
+        """
+        full = await sees_identities(
+            request.headers.get("authorization"), deps.metrics_token, deps.guard
+        )
+        return Response(
+            exposition(deps.metrics_registry, identities=full), media_type=CONTENT_TYPE_LATEST
+        )
 
     async def upstream_url(server: uuid.UUID, seen: _Seen) -> str:
         try:
@@ -267,10 +293,9 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         more than everything else the gateway does to a request, and it has no
         parameters to validate.
         """
-        server_uuid, path = request.path_params["server_uuid"], request.path_params["path"]
         seen = _Seen(time.perf_counter())
         try:
-            response = await relay(server_uuid, path, request, seen)
+            response = await relay(request, seen)
         except HTTPException as exc:
             deps.metrics.requests.labels(seen.label, str(exc.status_code)).inc()
             raise
@@ -280,20 +305,31 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
         deps.metrics.requests.labels(seen.label, str(response.status_code)).inc()
         return response
 
-    async def relay(server_uuid: str, path: str, request: Request, seen: _Seen) -> Response:
-        try:
-            server = uuid.UUID(server_uuid)
-        except ValueError:
-            raise HTTPException(404, f"{server_uuid!r} is not a server UUID") from None
+    async def relay(request: Request, seen: _Seen) -> Response:
+        try:  # the path as sent, not as decoded: routing and metering see one path
+            target = paths.parse(request.scope.get("raw_path") or request.url.path.encode())
+            query = paths.check_query(request.scope.get("query_string", b""))
+        except paths.NotAServer as exc:
+            raise HTTPException(404, str(exc)) from None
+        except paths.AmbiguousPath as exc:
+            raise HTTPException(400, str(exc)) from None
+        server = target.server
         try:
             who = await deps.guard.for_server(
                 bearer_token(request.headers.get("authorization")), server
             )
         except AuthError as exc:
             raise auth_failure(exc) from None
-        metered = request.method == "POST" and path.rstrip("/").endswith(METERED)
+        # One rule: every request that can do work is metered and budgeted, on any path.
+        metered = request.method not in SAFE_METHODS
+        prepared: Prepared | None = None
+        if metered:
+            try:
+                prepared = prepare_request(await request.body())
+            except BadMeteredRequest as exc:
+                raise HTTPException(400, str(exc)) from None
         ticket: Ticket | None = None
-        if metered and who.budgets:
+        if prepared is not None and who.budgets:
             try:
                 ticket = await deps.budgets.admit(who.budgets)
             except OverBudget as exc:
@@ -302,22 +338,23 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
                 raise HTTPException(
                     503, "too many requests wait on this budget", headers={"Retry-After": "5"}
                 ) from None
+            try:
+                prepared.cap(ticket.left)
+            except WorstCaseOverBudget as exc:
+                ticket.done(0)
+                return over_budget(exc)
         span = tracing.start("gateway", request.headers.get("traceparent"), server_uuid=str(server))
         try:
             base = await upstream_url(server, seen)
             label = seen.label
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             headers.update(tracing.headers(span))  # the runtime's spans are its children
-            hide_usage = False
             content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
-            if metered:
-                prepared = prepare_request(path, await request.body())
-                content, hide_usage = prepared.body, prepared.hide_usage
+            if prepared is not None:
+                content = prepared.body
                 deps.metrics.request_bytes.labels(label).inc(len(content))
                 headers["accept-encoding"] = "identity"  # the meter reads the answer as sent
-            url = f"{base.rstrip('/')}/{path}"
-            if query := request.scope.get("query_string"):  # as sent: no parse and re-encode
-                url = f"{url}?{query.decode('latin-1')}"
+            url = paths.upstream_url(base, target, query)  # from the validated parts
             upstream = deps.http.build_request(
                 request.method, url, headers=headers, content=content
             )
@@ -338,7 +375,9 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             raise
         content_type = response.headers.get("content-type", "")
         meter = (
-            UsageMeter(content_type, hide_usage) if metered and response.status_code < 400 else None
+            UsageMeter(content_type, prepared.hide_usage, prepared.request_tokens)
+            if prepared is not None and response.status_code < 400
+            else None
         )
         streaming = content_type.startswith("text/event-stream")
         relayed = deps.metrics.response_bytes.labels(label)

@@ -87,6 +87,9 @@ def gateway() -> FastAPI:
             http=upstream_client(),
             auth_cache_ttl=settings.auth_cache_ttl_seconds,
             max_body_bytes=settings.max_body_bytes,
+            metrics_token=(
+                settings.metrics_token.get_secret_value() if settings.metrics_token else None
+            ),
         )
     )
 

@@ -185,6 +185,7 @@ async def run_stack(
         access_guard=guard,
         max_body_bytes=settings.max_body_bytes,
         registry=registry,
+        metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(

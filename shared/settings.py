@@ -109,6 +109,32 @@ class Settings(BaseSettings):
     """How long a replica trusts what it read about a key or a user (at most 2 s: a
     revoked key or a disabled user is refused within it everywhere)."""
 
+    metrics_token: SecretStr | None = None
+    """A bearer token that gets the full ``/metrics`` of the API and the gateway (server
+    UUIDs, user names, key ids as labels): Prometheus' PodMonitor sends it. Without
+    it (or an admin's access token) ``/metrics`` sums those labels away."""
+
+    events_streams_per_user: int = Field(default=8, ge=1)
+    """``GET /events`` streams one user may hold open on one API replica (429 past it)."""
+
+    series_queries_per_user: int = Field(default=4, ge=1)
+    """``GET /servers/{uuid}/series`` queries one user may have running at once."""
+
+    login_failures_per_user: int = Field(default=5, ge=1)
+    """Failed ``/auth/token`` sign-ins one user name may have per ``login_window_seconds``;
+    past it that name is answered 429 with Retry-After (no password is checked)."""
+
+    login_failures_per_address: int = Field(default=20, ge=1)
+    """The same per client address (the peer uvicorn reports; behind an ingress, set
+    uvicorn's forwarded-allow-ips so it is the client's)."""
+
+    login_window_seconds: float = Field(default=300.0, gt=0)
+    """The sliding window the login failure limits count in."""
+
+    login_workers: int = Field(default=2, ge=1, le=64)
+    """Threads that check passwords (argon2id, 64 MiB each), off the event loop; a
+    sign-in waiting behind ``4 x login_workers`` others is answered 429."""
+
     admin_username: str = "admin"
     """Bootstrap admin created on first start when ``admin_password`` is set."""
 

@@ -8,15 +8,16 @@ status change in ``shared/lifecycle.py``.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelserve.functions.api.dashboard import mount_dashboard
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.routes import auth, events, keys, models, servers, usage, users
 from modelserve.functions.limits import BodyLimit, Scope
 from modelserve.shared.metrics import ApiInstrumentation
+from modelserve.shared.metrics_access import exposition, sees_identities
 
 __all__ = ["ApiDeps", "create_app"]
 
@@ -39,9 +40,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["meta"], include_in_schema=False)
-    async def metrics() -> Response:
-        """Prometheus' scrape: the API's requests (and, embedded, every other part's)."""
-        return Response(generate_latest(deps.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Prometheus' scrape: the API's requests (and, embedded, every other part's);
+        identities only for the scrape token or an admin (shared/metrics_access.py)."""
+        token = deps.settings.metrics_token
+        full = await sees_identities(
+            request.headers.get("authorization"),
+            token.get_secret_value() if token else None,
+            deps.guard,
+        )
+        return Response(
+            exposition(deps.metrics_registry, identities=full), media_type=CONTENT_TYPE_LATEST
+        )
 
     @app.get("/status", tags=["meta"], include_in_schema=False)
     async def status_alias() -> dict[str, str]:  # the old deployment's health path

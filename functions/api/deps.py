@@ -13,6 +13,7 @@ from fastapi import Depends
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelserve.functions.api.logins import LoginGate
 from modelserve.functions.api.security import requires
 from modelserve.functions.api.series import Series
 from modelserve.functions.appliers import Applier
@@ -56,6 +57,7 @@ class ApiDeps:
         )
         self.metrics_registry = self.registry or CollectorRegistry()
         self.metrics = ApiMetrics(self.metrics_registry)
+        self.logins = LoginGate(self.settings)
 
     def role(self, role: Role) -> Any:
         """A FastAPI dependency that answers with the caller's claims, at least ``role``."""

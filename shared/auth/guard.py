@@ -24,6 +24,8 @@ so a disabled user is refused exactly as before.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -49,6 +51,9 @@ from modelserve.shared.db.models import Role
 # A verified JWT is trusted again without its signature check for at most this long
 # (and never past its exp): a key removed from a JWKS stops its tokens within it.
 VERIFIED_SECONDS = 60.0
+# Key ids missing from the guard's index looked up one by one per ttl (a key made
+# on another replica a moment ago); random ids past these cost nothing.
+UNINDEXED_LOOKUPS = 8
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,15 @@ class Principal:
     role: Role | None
     key_id: str | None = None
     budgets: tuple[Budget, ...] = ()
+    bound_to: uuid.UUID | None = None  # the one server a key is bound to
 
 
 @dataclass(frozen=True)
 class UserState:
     disabled: bool
     tokens_per_day: int | None
+    role: Role = Role.VIEWER
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,17 @@ class AccessGuard:
         self._sessions = sessions
         self._keys: TtlCache[str, KeyState | None] = TtlCache(ttl, clock)
         self._users: TtlCache[str, UserState | None] = TtlCache(ttl, clock)
+        # server -> its owner ("" for none, None: no such server yet), for who may use it.
+        self._owners: TtlCache[uuid.UUID, str | None] = TtlCache(ttl, clock)
         self._verified: dict[tuple[str, uuid.UUID], tuple[float, Claims]] = {}
+        # Every key id that exists, read at most once per ``ttl``: a random well-formed
+        # key costs no query of its own and never takes a place in the key cache.
+        self._ttl = ttl
+        self._key_ids: frozenset[str] = frozenset()
+        self._key_ids_read = float("-inf")
+        self._key_ids_lock = asyncio.Lock()
+        self._lookups_left = 0
+        self.index_loads = 0
         self._clock = clock
         self._used: dict[str, dt.datetime] = {}
         self.loads = 0  # database round trips for credentials, for tests and metrics
@@ -118,26 +136,56 @@ class AccessGuard:
         """The API's check: a user access token of an enabled user with ``required``."""
         if apikeys.looks_like_key(token):
             raise InvalidToken("API keys open server endpoints only; the API needs a token")
-        claims = self.verifier.verify_access(token, required)
-        await self._refuse_disabled(claims.subject, must_exist=True)
+        claims = self.verifier.verify_access(token)
+        user = await self._refuse_disabled(claims.subject, must_exist=True)
+        assert user is not None  # must_exist
+        claims = _current(claims, user)
+        if claims.role is None or not claims.role.allows(required):
+            role = claims.role.value if claims.role else None
+            raise Forbidden(f"role {role!r} may not do this; needs {required.value!r}")
         return claims
 
     async def for_server(self, token: str | None, server: uuid.UUID) -> Principal:
-        """The gateway's and ``/auth``'s check for one server: a key or a JWT."""
+        """The gateway's and ``/auth``'s check for one server: a key or a JWT.
+
+        The one rule of who may use a server (open, wake, call it), the same at
+        every door: its owner, an admin, or a credential issued for exactly that
+        server (a key bound to it, which only its owner or an admin can make, or
+        a server-scoped token, which only the platform's signer makes). A viewer
+        token or an unscoped key of another user is refused with 403. A server
+        not known (yet) passes here; the gateway then answers 404.
+        """
         if token is not None and apikeys.looks_like_key(token):
-            return await self._key(token, server)
-        claims = self._verified_for_server(token, server)
-        user = await self._refuse_disabled(
-            claims.subject, must_exist=claims.kind is TokenKind.ACCESS
-        )
-        budgets = _budgets(None, None, claims.subject, user.tokens_per_day if user else None)
-        kind = "server" if claims.kind is TokenKind.SERVER else "access"
-        return Principal(claims.subject, kind, claims.role, None, budgets)
+            who = await self._key(token, server)
+            bound = who.bound_to == server
+        else:
+            claims = self._verified_for_server(token, server)
+            user = await self._refuse_disabled(
+                claims.subject, must_exist=claims.kind is TokenKind.ACCESS
+            )
+            budgets = _budgets(None, None, claims.subject, user.tokens_per_day if user else None)
+            if claims.kind is TokenKind.SERVER:
+                who, bound = Principal(claims.subject, "server", None, None, budgets), True
+            else:
+                role = _current(claims, user).role if user is not None else claims.role
+                who, bound = Principal(claims.subject, "access", role, None, budgets), False
+        if not bound and who.role is not Role.ADMIN:
+            owner = await self._owners.get(server, self._load_owner)
+            if owner is not None and owner != who.subject:
+                raise Forbidden(
+                    f"server {server} is another user's: only its owner, an admin, or a key "
+                    "or token issued for that server may use it"
+                )
+        return who
 
     # --- invalidation (the replica that made the change) ----------------------------
 
     def invalidate_key(self, key_id: str) -> None:
         self._keys.invalidate(key_id)
+
+    def note_key(self, key_id: str) -> None:
+        """A key this replica just made: known at once, not at the index's next read."""
+        self._key_ids = self._key_ids | {key_id}
 
     def invalidate_user(self, username: str) -> None:
         self._users.invalidate(username)
@@ -176,6 +224,8 @@ class AccessGuard:
         if parsed is None:
             raise InvalidToken("the API key is malformed")
         key_id, secret = parsed
+        if not await self._key_exists(key_id):
+            raise InvalidToken("the API key is not valid")
         state = await self._keys.get(key_id, self._load_key)
         if state is None or not apikeys.secret_matches(state.secret_hash, secret):
             raise InvalidToken("the API key is not valid")
@@ -189,7 +239,7 @@ class AccessGuard:
             raise Forbidden(f"the API key is scoped to another server, not {server}")
         self._used[key_id] = dt.datetime.now(dt.UTC)
         budgets = _budgets(key_id, state.key_budget, state.owner, state.owner_budget)
-        return Principal(state.owner, "key", state.owner_role, key_id, budgets)
+        return Principal(state.owner, "key", state.owner_role, key_id, budgets, state.server_uuid)
 
     async def _refuse_disabled(self, username: str, *, must_exist: bool) -> UserState | None:
         """Refuse a disabled user; and a deleted one where the token speaks for a user.
@@ -226,6 +276,42 @@ class AccessGuard:
             owner_budget=owner.tokens_per_day,
         )
 
+    async def _key_exists(self, key_id: str) -> bool:
+        """Whether ``key_id`` may exist, with no query of its own for most unknown ids.
+
+        The index of every key id is read again at most once per ``ttl``. An id
+        not in it may be a key another replica made since: up to
+        ``UNINDEXED_LOOKUPS`` such ids per ``ttl`` are looked up one by one
+        (and noted when found); past that an unknown id is refused unread.
+        """
+        if key_id in self._key_ids:
+            return True
+        async with self._key_ids_lock:  # concurrent misses share one read
+            if key_id in self._key_ids:
+                return True
+            if self._clock() >= self._key_ids_read + self._ttl:
+                self.index_loads += 1
+                async with self._sessions() as session:
+                    self._key_ids = await repo.api_key_ids(session)
+                self._key_ids_read = self._clock()
+                self._lookups_left = UNINDEXED_LOOKUPS
+                return key_id in self._key_ids
+            if self._lookups_left > 0:
+                self._lookups_left -= 1
+                found = await self._load_key(key_id)
+                if found is not None:
+                    self.note_key(key_id)
+                return found is not None
+        return False
+
+    async def _load_owner(self, server: uuid.UUID) -> str | None:
+        """The server's owner; "" for a record nobody owns (only admins may use it)."""
+        async with self._sessions() as session:
+            try:
+                return (await repo.get_server(session, server)).owner or ""
+            except repo.NotFound:
+                return None
+
     async def _load_user(self, username: str) -> UserState | None:
         """None: no such user (a service's own token)."""
         self.loads += 1
@@ -233,7 +319,27 @@ class AccessGuard:
             user = await repo.get_user(session, username)
             if user is None:
                 return None
-            return UserState(user.disabled_at is not None, user.tokens_per_day)
+            return UserState(
+                user.disabled_at is not None,
+                user.tokens_per_day,
+                Role(user.role),
+                user.created_at,
+            )
+
+
+def _current(claims: Claims, user: UserState) -> Claims:
+    """An access token's claims with the role the user has now, read from their record.
+
+    A demoted user's old tokens lose the role at once (within the user cache's
+    TTL), and a token issued before its user was (re)created is not theirs.
+    """
+    issued = claims.raw.get("iat")
+    created = user.created_at
+    if created is not None and isinstance(issued, int | float):
+        created = created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+        if issued < int(created.timestamp()):
+            raise InvalidToken("the token was issued before its user was (re)created")
+    return dataclasses.replace(claims, role=user.role)
 
 
 def _budgets(

@@ -34,6 +34,7 @@ from modelserve.shared.auth.errors import (
     WrongAudience,
     WrongIssuer,
 )
+from modelserve.shared.auth.jwks import JwksKeys
 from modelserve.shared.db.models import Role
 from modelserve.shared.settings import Settings
 
@@ -196,7 +197,12 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
-        self._jwks = jwt.PyJWKClient(keys.jwks_url) if keys.jwks_url else None
+        self._jwks = JwksKeys(keys.jwks_url) if keys.jwks_url else None
+
+    def wait_for_keys(self, timeout: float = 10.0) -> None:
+        """Wait for a JWKS fetch under way (start-up and tests; never a request)."""
+        if self._jwks is not None:
+            self._jwks.wait(timeout)
 
     @property
     def audience(self) -> str:
@@ -214,10 +220,7 @@ class TokenVerifier:
     def _key_for(self, token: str) -> Any:
         if self._jwks is None:
             return self._keys.verification_key
-        try:
-            return self._jwks.get_signing_key_from_jwt(token).key
-        except jwt.PyJWKClientError as exc:
-            raise InvalidToken(f"no matching signing key: {exc}") from None
+        return self._jwks.key(token)  # never fetches on the request's path
 
     def decode(self, token: str | None, audience: str | list[str]) -> Claims:
         """Verify ``token`` for one of ``audience``; raises an :class:`AuthError`."""

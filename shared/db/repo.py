@@ -262,6 +262,11 @@ async def api_key_with_owner(session: AsyncSession, key_id: str) -> tuple[ApiKey
     return None if row is None else (row[0], row[1])
 
 
+async def api_key_ids(session: AsyncSession) -> frozenset[str]:
+    """Every key id there is (revoked ones too): the guard's index of keys that exist."""
+    return frozenset((await session.scalars(select(ApiKey.key_id))).all())
+
+
 async def list_api_keys(
     session: AsyncSession, owner: str | None = None, server_uuid: uuid.UUID | None = None
 ) -> Sequence[ApiKey]:

@@ -60,7 +60,7 @@ def test_up_serve_chat_restart(tmp_path: Path) -> None:
         assert any("runtime" in " ".join(c.cmdline()) for c in children)
 
         # One /metrics on the public port shows every part of the process.
-        text = fetch(f"{url}/metrics")
+        text = fetch(f"{url}/metrics", token)  # the admin sees the per-server series
         parts = ("api", "gateway", "usage", "steps", "backend")
         assert exposed_names(text) == set().union(*(documented_names(p) for p in parts))
         assert value(text, "modelserve_gateway_requests_total", server_uuid=str(server)) == 1

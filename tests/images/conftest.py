@@ -46,6 +46,7 @@ async def platform(
     values = {
         "database_url": db_url,
         "jwt_secret": secrets.token_hex(32),
+        "metrics_token": secrets.token_hex(32),
         "admin_username": "admin",
         "admin_password": secrets.token_urlsafe(16),
         "public_base_url": "https://models.example.test",

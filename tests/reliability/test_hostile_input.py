@@ -158,7 +158,7 @@ async def test_oversized_bodies_are_refused_before_they_are_read(
     token = stack.token("alice")
     async with spy_upstream() as (upstream, hits):
         async with stack.sessions.begin() as session:
-            server = await new_server(session, status="ready", internal_url=upstream)
+            server = await new_server(session, status="ready", owner="alice", internal_url=upstream)
         await oversized_bodies(stack, server, token, reliability)
     assert stack.published == [] and hits == []
 

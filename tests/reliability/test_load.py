@@ -182,7 +182,9 @@ async def test_load_through_the_gateway(
             checked=checked,
             outcome="survived",
         )
-    with stack(tmp_path / "data", free_port()) as up:
+    # The crowd is one user: lift the per-user bound on /events streams above it.
+    crowd = {"MODELSERVE_EVENTS_STREAMS_PER_USER": str(EVENT_STREAMS + 10)}
+    with stack(tmp_path / "data", free_port(), env=crowd) as up:
         auth = {"Authorization": f"Bearer {up.token}"}
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         async with httpx.AsyncClient(

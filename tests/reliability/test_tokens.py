@@ -184,15 +184,15 @@ async def test_disabled_and_deleted_users_are_refused_from_the_next_request_on(
 
 async def deleted_user(doors: Doors, reliability: Recorder) -> None:
     stack = doors.stack
-    token = stack.auth("bob")
+    token = stack.auth("root")  # an admin: every door opens for it (the control)
     first = await doors.call(token)
     assert first["api"].status_code == 202 and first["gateway"].status_code == 200
     async with stack.sessions.begin() as session:
-        await session.execute(delete(User).where(User.username == "bob"))
+        await session.execute(delete(User).where(User.username == "root"))
     for door in ("api", "auth", "gateway"):
         reliability.case(
             f"{door}: deleted user",
-            injected="bob's unexpired token after bob's user row was deleted",
+            injected="root's unexpired token after root's user row was deleted",
             checked="401 within the cache TTL, no business",
         )
     await asyncio.sleep(stack.settings.auth_cache_ttl_seconds)

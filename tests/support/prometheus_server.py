@@ -29,11 +29,15 @@ class PrometheusServer:
 
 
 def start_prometheus(
-    targets: Mapping[str, dict[str, str]], port: int | None = None, interval: str = "1s"
+    targets: Mapping[str, dict[str, str]],
+    port: int | None = None,
+    interval: str = "1s",
+    bearer: str | None = None,
 ) -> PrometheusServer:
     """Prometheus on ``port`` (a free loopback one when None) scraping each
     ``host:port`` in ``targets`` at ``/metrics`` with those target labels (what a
-    PodMonitor's relabelling gives)."""
+    PodMonitor's relabelling gives); ``bearer``: the scrape token it sends, as the
+    platform PodMonitor sends MODELSERVE_METRICS_TOKEN."""
     binary = find_binary("prometheus", hint=INSTALL_HINT)
     base = Path(tempfile.mkdtemp(prefix="modelserve-prometheus-"))
     config = {
@@ -41,6 +45,7 @@ def start_prometheus(
         "scrape_configs": [
             {
                 "job_name": "modelserve",
+                **({"authorization": {"type": "Bearer", "credentials": bearer}} if bearer else {}),
                 "static_configs": [
                     {"targets": [target], "labels": dict(labels)}
                     for target, labels in targets.items()

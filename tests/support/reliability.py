@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 Outcome = Literal["refused", "survived"]
-CATEGORIES = ("tokens", "hostile input", "ssrf", "faults", "load")
+CATEGORIES = (
+    "tokens",
+    "hostile input",
+    "metering",
+    "tenancy",
+    "logins",
+    "ssrf",
+    "faults",
+    "load",
+)
 
 
 @dataclass

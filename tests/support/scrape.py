@@ -10,9 +10,14 @@ from modelserve.shared.metrics import exposed_names
 __all__ = ["exposed_names", "fetch", "value"]
 
 
-def fetch(url: str) -> str:
-    """GET ``url`` (a ``/metrics``) and insist it answers in Prometheus' text format."""
-    response = httpx.get(url, timeout=10)
+def fetch(url: str, token: str | None = None) -> str:
+    """GET ``url`` (a ``/metrics``) and insist it answers in Prometheus' text format.
+
+    ``token``: the scrape token or an admin's, for the series labelled with
+    servers, users and keys (shared/metrics_access.py).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(url, timeout=10, headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain"), response.headers
     return response.text

@@ -219,6 +219,7 @@ def jwks_server() -> Iterator[tuple[str, bytes]]:
 def test_jwks_verification(jwks_server: tuple[str, bytes]) -> None:
     url, private = jwks_server
     verifier = TokenVerifier(KeySet("RS256", jwks_url=url), issuer=ISS, audience=AUD)
+    verifier.wait_for_keys()  # fetched in the background (shared/auth/jwks.py)
     good = raw_token({}, key=private.decode(), alg="RS256")
     good = jwt.encode(
         jwt.decode(good, options={"verify_signature": False}),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from modelserve.functions.usage import UsageMeter, prepare_request
+import pytest
+
+from modelserve.functions.usage import (
+    MAX_JSON_BYTES,
+    BadMeteredRequest,
+    UsageMeter,
+    WorstCaseOverBudget,
+    prepare_request,
+)
 
 
 def sse(*chunks: object) -> bytes:
@@ -12,7 +20,7 @@ def sse(*chunks: object) -> bytes:
 
 
 def test_a_stream_asks_for_usage_and_hides_it_from_a_client_that_did_not() -> None:
-    prepared = prepare_request("chat/completions", b'{"stream": true, "model": "m"}')
+    prepared = prepare_request(b'{"stream": true, "model": "m"}')
     assert prepared.hide_usage
     assert json.loads(prepared.body)["stream_options"] == {"include_usage": True}
     meter = UsageMeter("text/event-stream", prepared.hide_usage)
@@ -28,18 +36,59 @@ def test_a_stream_asks_for_usage_and_hides_it_from_a_client_that_did_not() -> No
 
 
 def test_a_client_that_asked_keeps_its_usage_chunk() -> None:
-    body = b'{"stream": true, "stream_options": {"include_usage": true}}'
-    prepared = prepare_request("v1/completions", body)
-    assert (prepared.body, prepared.hide_usage) == (body, False)
+    body = {"stream": True, "stream_options": {"include_usage": True}}
+    prepared = prepare_request(json.dumps(body).encode())
+    assert (json.loads(prepared.body), prepared.hide_usage) == (body, False)
     meter = UsageMeter("text/event-stream", False)
     answer = sse({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
     assert meter.feed(answer) == answer
 
 
-def test_other_requests_pass_unchanged() -> None:
-    for path, body in (("models", b"{}"), ("chat/completions", b"{"), ("completions", b"[]")):
-        assert prepare_request(path, body).body == body
-    assert not prepare_request("completions", b'{"stream": false}').hide_usage
+def test_bodies_the_gateway_cannot_judge_are_refused() -> None:
+    for body in (
+        b"{",
+        b"[]",
+        b'{"stream": 1}',
+        b'{"stream": "true"}',
+        b'{"n": "3"}',
+        b'{"stream_options": {"include_usage": "false"}}',
+        b'{"max_tokens": 1.5}',
+        b'{"n": true}',
+        b'{"stream_options": []}',
+    ):
+        with pytest.raises(BadMeteredRequest):
+            prepare_request(body)
+    assert not prepare_request(b'{"stream": false}').hide_usage
+
+
+def test_a_budget_holds_the_worst_case() -> None:
+    asked = prepare_request(b'{"prompt": ["a", "b"], "n": 3, "max_tokens": 10}')
+    assert asked.worst_case == 60
+    with pytest.raises(WorstCaseOverBudget):
+        asked.cap(59)
+    asked.cap(60)
+    unnamed = prepare_request(b'{"messages": [], "n": 2}')
+    assert unnamed.worst_case is None
+    unnamed.cap(11)
+    assert json.loads(unnamed.body)["max_tokens"] == 5
+    assert prepare_request(b'{"prompt": "x"}').worst_case == 16  # the runtime's default
+
+
+def test_token_lists_and_long_answers_are_never_free() -> None:
+    tokenize = UsageMeter("application/json", False)
+    tokenize.feed(b'{"tokens": [1, 2, 3]}')
+    assert tokenize.finish() == (3, 0)
+    detokenize = UsageMeter("application/json", False, request_tokens=4)
+    detokenize.feed(b'{"content": "abcd"}')
+    assert detokenize.finish() == (4, 0)
+    long = UsageMeter("application/json", False)
+    text = json.dumps("x" * (MAX_JSON_BYTES + 10) + '"usage": {"prompt_tokens": 99}}')
+    long.feed(b'{"choices": [{"text": ' + text.encode() + b"}], ")
+    long.feed(b'"usage": {"prompt_tokens": 5, "completion_tokens": 6}}')
+    assert long.finish() == (5, 6)
+    unread = UsageMeter("application/json", False)
+    unread.feed(b"[" + b"1," * MAX_JSON_BYTES + b"1]")
+    assert unread.finish() == (0, 2 * MAX_JSON_BYTES + 3)  # one per byte
 
 
 def test_json_answers_and_cut_streams() -> None:

@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelserve.functions.api.deps import ApiDeps
+from modelserve.functions.api.per_user import PerUserLimit
 from modelserve.functions.api.schemas import Server
 from modelserve.shared.auth.tokens import Claims
 from modelserve.shared.db import repo
@@ -107,26 +108,36 @@ def router(deps: ApiDeps, feed: Feed | None = None) -> APIRouter:
     api = APIRouter(tags=["servers"])
     viewer = deps.role(Role.VIEWER)
     servers = feed or Feed(deps.sessions)
+    open_streams = PerUserLimit("event streams", deps.settings.events_streams_per_user)
 
     @api.get("/events")
     async def status_events(request: Request, claims: Claims = viewer) -> StreamingResponse:
-        """Server-sent events: a ``server`` event per change of a server, in order."""
+        """Server-sent events: a ``server`` event per change of a server, in order.
+
+        At most ``settings.events_streams_per_user`` open per user (429 past it).
+        """
+        slot = open_streams.open(claims.subject)
 
         async def stream() -> AsyncIterator[str]:
-            changes = Changes()
-            async with servers.listen() as snapshots:
-                while not await request.is_disconnected():
-                    try:
-                        snapshot = await asyncio.wait_for(snapshots.get(), timeout=5)
-                    except TimeoutError:
-                        continue
-                    now = time.monotonic()
-                    for row in snapshot:
-                        if changes.due(row, now):
-                            yield f"event: server\ndata: {row.model_dump_json()}\n\n"
+            try:
+                changes = Changes()
+                async with servers.listen() as snapshots:
+                    while not await request.is_disconnected():
+                        try:
+                            snapshot = await asyncio.wait_for(snapshots.get(), timeout=5)
+                        except TimeoutError:
+                            continue
+                        now = time.monotonic()
+                        for row in snapshot:
+                            if changes.due(row, now):
+                                yield f"event: server\ndata: {row.model_dump_json()}\n\n"
+            finally:
+                slot.close()
 
+        events = stream()
+        slot.held_by(events)
         return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     return api

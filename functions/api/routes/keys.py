@@ -1,7 +1,9 @@
 """API keys: make one (shown once), list them (never their secrets), revoke one.
 
 A key belongs to the user who made it and opens one server, or every server its
-owner may use. Users see and revoke their own keys; an admin sees and revokes
+owner may use (their own; every server for an admin). A key is bound only to a
+server its maker owns, or by an admin: binding is how an owner lends one
+server. Users see and revoke their own keys; an admin sees and revokes
 all. A revocation here is seen at once by this replica's cache and within the
 cache's TTL (at most 2 s) by every other replica.
 """
@@ -45,6 +47,10 @@ def router(deps: ApiDeps) -> APIRouter:
                     raise HTTPException(404, f"no server {body.server_uuid}") from None
                 if ServerStatus(server.status) in GONE:
                     raise HTTPException(409, f"server {body.server_uuid} is {server.status}")
+                if claims.role is not Role.ADMIN and server.owner != claims.subject:
+                    raise HTTPException(
+                        403, "a key can be bound only to a server its maker owns (or by an admin)"
+                    )
             record = await repo.create_api_key(
                 session,
                 key_id=made.key_id,
@@ -56,6 +62,7 @@ def router(deps: ApiDeps) -> APIRouter:
                 tokens_per_day=body.tokens_per_day,
             )
             listed = Key.of(record)
+        deps.guard.note_key(made.key_id)
         return NewKey(**listed.model_dump(), key=made.plaintext)
 
     @api.get("/keys", response_model=list[Key])

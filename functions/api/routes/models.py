@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 
 from modelserve.functions.api.deps import ApiDeps
 from modelserve.functions.api.schemas import CatalogModel, Model, Models
 from modelserve.functions.api.upload import UPLOAD_BODY, UploadLimits, receive_model
-from modelserve.functions.catalog.base import CatalogError
+from modelserve.functions.catalog.base import CatalogError, ModelNotInCatalog
+from modelserve.functions.ingest import IngestError, check_model_name
 from modelserve.shared.auth.tokens import Claims
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role
@@ -54,7 +55,25 @@ def router(deps: ApiDeps) -> APIRouter:
 
         The body is the raw file (``application/octet-stream``). With
         ``X-Content-SHA256`` (and Content-Length) the upload must match them.
+
+        A name the upstream catalog offers cannot be claimed by an upload (409),
+        mirrored yet or not: everyone who serves that name later must get the
+        catalog's file, not the first uploader's. When the catalog cannot be
+        asked the upload is refused (503): the rule fails closed.
         """
+        try:
+            check_model_name(name)  # a bad name gets its 422 below and never goes out
+            await deps.catalog.sign(name)
+        except (IngestError, ModelNotInCatalog):
+            pass
+        except CatalogError as exc:
+            raise HTTPException(
+                503, f"the catalog cannot be asked whether {name!r} is its: {exc}"
+            ) from None
+        else:
+            raise HTTPException(
+                409, f"{name!r} is a catalog model: serve it by name, or upload under another"
+            )
         return Model.of(
             await receive_model(
                 name,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from opentelemetry.trace import SpanKind
 
 from modelserve.functions.api.deps import ApiDeps
+from modelserve.functions.api.per_user import PerUserLimit
 from modelserve.functions.api.schemas import (
     ServeAccepted,
     ServeBody,
@@ -38,6 +39,7 @@ def router(deps: ApiDeps) -> APIRouter:
     api = APIRouter(tags=["servers"])
     viewer, operator = deps.role(Role.VIEWER), deps.role(Role.OPERATOR)
     admin = deps.role(Role.ADMIN)
+    series_queries = PerUserLimit("chart queries", deps.settings.series_queries_per_user)
 
     async def start_serving(body: ServeBody, claims: Claims) -> ServeAccepted:
         server = uuid.uuid4()
@@ -138,10 +140,11 @@ def router(deps: ApiDeps) -> APIRouter:
         await one(server_uuid)
         if deps.series is None:
             raise HTTPException(503, "no metrics source: set MODELSERVE_PROMETHEUS_URL")
-        try:
-            window = await deps.series.window(server_uuid, minutes * 60.0)
-        except PrometheusError as exc:
-            raise HTTPException(502, str(exc)) from None
+        with series_queries.open(claims.subject):  # 429 past the user's open queries
+            try:
+                window = await deps.series.window(server_uuid, minutes * 60.0)
+            except PrometheusError as exc:
+                raise HTTPException(502, str(exc)) from None
         return ServerSeries(step_seconds=window.step_seconds, t=window.t, series=window.series)
 
     @api.get("/servers/{server_uuid}/logs", response_model=ServerLogs)

@@ -131,6 +131,9 @@ async def stack_factory(tmp_path: Path, tiny_model: Path) -> AsyncIterator[Any]:
             counted_wake if wake else None,
             auth_cache_ttl=settings.auth_cache_ttl_seconds,
             max_body_bytes=settings.max_body_bytes,
+            metrics_token=(
+                settings.metrics_token.get_secret_value() if settings.metrics_token else None
+            ),
         )
         gateway_app = create_gateway(gateway_deps)
         api_cm, gateway_cm = serving(api_app), serving(gateway_app)

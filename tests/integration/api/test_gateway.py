@@ -50,7 +50,7 @@ async def test_token_matrix(stack: Any, runtime: RuntimeServer, case: str) -> No
 async def test_openai_client_through_the_gateway(stack: Any, runtime: RuntimeServer) -> None:
     server = await ready_server(stack, runtime.url)
     client = openai.AsyncOpenAI(
-        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("vic"), max_retries=0
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("alice"), max_retries=0
     )
     assert [m.id for m in (await client.models.list()).data] == ["demo"]
     reply = await client.chat.completions.create(
@@ -84,7 +84,7 @@ async def test_openai_client_through_the_gateway(stack: Any, runtime: RuntimeSer
 
 
 async def test_unknown_starting_and_failed_servers(stack: Any) -> None:
-    auth = stack.auth("vic")
+    auth = stack.auth("alice")
     unknown = await stack.http.get(f"{stack.gateway}/{uuid.uuid4()}/v1/models", headers=auth)
     assert unknown.status_code == 404
     starting = await ready_server(stack, None, status=ServerStatus.MIRRORING)
@@ -106,7 +106,7 @@ async def test_idle_server_is_woken_in_local_mode(
     stack = await stack_factory(wake=wake)
     server = await ready_server(stack, None, status=ServerStatus.IDLE)
     client = openai.AsyncOpenAI(
-        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("vic"), max_retries=0
+        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("alice"), max_retries=0
     )
     assert (await client.models.list()).data[0].id == "demo"
     assert stack.wakes == [server]
@@ -157,9 +157,11 @@ async def test_a_runtime_that_dies_is_a_502_to_retry_or_an_error_event(stack: An
     dying = await asyncio.start_server(runtime, "127.0.0.1", 0)
     port = dying.sockets[0].getsockname()[1]
     server = await ready_server(stack, f"http://127.0.0.1:{port}")
-    auth = stack.auth("vic")
+    auth = stack.auth("alice")
     try:
-        gone = await stack.http.post(f"{stack.gateway}/{server}/v1/completions", headers=auth)
+        gone = await stack.http.post(
+            f"{stack.gateway}/{server}/v1/completions", headers=auth, json={}
+        )
         assert gone.status_code == 502 and gone.headers["retry-after"] == "5", gone.text
         lines: list[str] = []
         async with stack.http.stream(
@@ -196,7 +198,7 @@ async def test_a_small_answer_cut_short_is_a_502_not_a_truncated_body(stack: Any
     server = await ready_server(stack, f"http://127.0.0.1:{port}")
     try:
         answer = await stack.http.post(
-            f"{stack.gateway}/{server}/v1/completions", headers=stack.auth("vic"), json={}
+            f"{stack.gateway}/{server}/v1/completions", headers=stack.auth("alice"), json={}
         )
     finally:
         cutting.close()
@@ -222,7 +224,7 @@ async def test_the_path_and_query_reach_the_runtime_as_sent(stack: Any) -> None:
     try:
         answer = await stack.http.get(
             f"{stack.gateway}/{server}/v1/models?limit=2&after=a%20b&x=%2F",
-            headers=stack.auth("vic"),
+            headers=stack.auth("alice"),
         )
     finally:
         seen.close()

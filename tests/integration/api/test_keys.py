@@ -94,7 +94,7 @@ async def test_a_key_works_through_the_openai_client_until_revoked(
 ) -> None:
     stack = db_stack
     server = await add_server(stack, ServerStatus.READY, runtime.url)
-    made = await make_key(stack, "vic", server_uuid=str(server))
+    made = await make_key(stack, "alice", server_uuid=str(server))
     key = made["key"]
     assert key.startswith(f"msk_{made['key_id']}_") and len(key) > 50
     client = openai.AsyncOpenAI(base_url=f"{stack.gateway}/{server}/v1", api_key=key, max_retries=0)
@@ -104,18 +104,18 @@ async def test_a_key_works_through_the_openai_client_until_revoked(
     )
     assert reply.choices[0].message.content is not None
 
-    listed = await stack.http.get(f"{stack.api}/keys", headers=stack.auth("vic"))
+    listed = await stack.http.get(f"{stack.api}/keys", headers=stack.auth("alice"))
     assert [k["key_id"] for k in listed.json()] == [made["key_id"]]
     assert key not in listed.text and "secret" not in listed.text  # shown once, never again
     ok = await stack.http.get(
         f"{stack.api}/auth", headers={**bearer(key), "X-Forwarded-Uri": f"/{server}/v1/models"}
     )
     assert ok.status_code == 200
-    assert (ok.headers["x-auth-kind"], ok.headers["x-auth-subject"]) == ("key", "vic")
+    assert (ok.headers["x-auth-kind"], ok.headers["x-auth-subject"]) == ("key", "alice")
     assert ok.headers["x-auth-key"] == made["key_id"]
 
     revoked = await stack.http.delete(
-        f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("vic")
+        f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("alice")
     )
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     # The API's replica dropped the key at once; the gateway's cache sees it within 2 s.
@@ -123,7 +123,9 @@ async def test_a_key_works_through_the_openai_client_until_revoked(
     await refused_within(lambda: gateway_status(stack, server, key))
     with pytest.raises(openai.AuthenticationError):
         await client.models.list()
-    again = await stack.http.delete(f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("vic"))
+    again = await stack.http.delete(
+        f"{stack.api}/keys/{made['key_id']}", headers=stack.auth("alice")
+    )
     assert again.json()["revoked_at"] == revoked.json()["revoked_at"]  # idempotent
 
 
@@ -264,7 +266,7 @@ async def test_no_database_round_trip_per_request(db_stack: Any, db_engine: Any)
     stack = db_stack
     server = await add_server(stack)
     key = (await make_key(stack, "alice"))["key"]
-    token = stack.token("vic")
+    token = stack.token("alice")
     statements: list[str] = []
 
     def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -56,7 +56,7 @@ async def test_gateway_counts_each_server_s_requests_latency_bytes_and_streams(
     )
     assert unknown.status_code == 404
 
-    text = await asyncio.to_thread(fetch, f"{stack.gateway}/metrics")
+    text = await asyncio.to_thread(fetch, f"{stack.gateway}/metrics", stack.token("root"))
     assert exposed_names(text) == documented_names("gateway") | documented_names("usage")
     s = str(server)
     assert value(text, "modelserve_gateway_requests_total", server_uuid=s, code="200") == 2
@@ -150,7 +150,11 @@ async def test_a_server_s_series_from_a_real_prometheus(
     config/observability/'s PodMonitor does) and the gateway; the API asks it."""
     port = free_port()  # Prometheus' address is wanted before it can start
     http = httpx.AsyncClient()
-    stack = await stack_factory(series=PrometheusSeries(f"http://127.0.0.1:{port}", http, step=1))
+    scrape_token = "scrape-token-0123456789abcdef"  # the gateway names servers only to it
+    stack = await stack_factory(
+        series=PrometheusSeries(f"http://127.0.0.1:{port}", http, step=1),
+        metrics_token=scrape_token,
+    )
     async with stack.sessions.begin() as session:
         server = await new_server(
             session, status=ServerStatus.READY, owner="alice", internal_url=runtime.url
@@ -160,7 +164,7 @@ async def test_a_server_s_series_from_a_real_prometheus(
         stack.gateway.removeprefix("http://").rstrip("/"): {},
     }
     prometheus = await asyncio.to_thread(
-        start_or_skip, lambda: start_prometheus(targets, port=port)
+        start_or_skip, lambda: start_prometheus(targets, port=port, bearer=scrape_token)
     )
     try:
         client = openai.AsyncOpenAI(

@@ -151,8 +151,12 @@ async def test_usage_is_batched_and_filtered(db_stack: Any, runtime: RuntimeServ
     server, key = await setup(stack, runtime)
     client = openai.AsyncOpenAI(base_url=f"{stack.gateway}/{server}/v1", api_key=key, max_retries=0)
     await client.completions.create(model="demo", prompt="a", max_tokens=3, logit_bias=NO_EOS)
+    async with stack.sessions.begin() as session:  # bob uses a server of his own
+        bobs_server = await new_server(
+            session, status=ServerStatus.READY, owner="bob", internal_url=runtime.url
+        )
     jwt = openai.AsyncOpenAI(
-        base_url=f"{stack.gateway}/{server}/v1", api_key=stack.token("bob"), max_retries=0
+        base_url=f"{stack.gateway}/{bobs_server}/v1", api_key=stack.token("bob"), max_retries=0
     )
     await jwt.completions.create(model="demo", prompt="b", max_tokens=2, logit_bias=NO_EOS)
     await client.models.list()  # not metered
@@ -174,8 +178,6 @@ async def test_usage_is_batched_and_filtered(db_stack: Any, runtime: RuntimeServ
         f"{stack.api}/usage", headers=stack.auth("alice"), params={"user": "bob"}
     )
     assert spying.status_code == 403
-    metrics = (await stack.http.get(f"{stack.gateway}/metrics")).text
-    assert (
-        f'modelserve_gateway_completion_tokens_total{{key="",server="{server}",user="bob"}} 2.0'
-        in metrics
-    )
+    metrics = (await stack.http.get(f"{stack.gateway}/metrics", headers=stack.auth("root"))).text
+    labels = f'key="",server="{bobs_server}",user="bob"'
+    assert f"modelserve_gateway_completion_tokens_total{{{labels}}} 2.0" in metrics

@@ -110,7 +110,7 @@ def _bounded_range(*args: int) -> range:
     return items
 
 
-def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+def _bounded_filter(function: Any) -> Callable[..., Any]:
     @wraps(function)  # keeps jinja's pass_context / pass_eval_context marks
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _tick()

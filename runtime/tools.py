@@ -46,9 +46,9 @@ class CallSyntax:
 
     def markers(self) -> tuple[str, ...]:
         """The texts that open and close calls (the parser must see them in the output)."""
-        found = (self.start.strip(), self.end.strip())
+        found = [self.start.strip(), self.end.strip()]
         if not self.start:
-            found += (PYTHON_TAG,)
+            found.append(PYTHON_TAG)
         return tuple(m for m in found if m)
 
     def grammar(self, tools: Sequence[dict[str, Any]], parallel: bool) -> str:

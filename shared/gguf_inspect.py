@@ -140,7 +140,7 @@ class _MetadataWalk:
     against the bounds above without walking the items, so a forged count cannot keep
     the reader iterating (it walks every item in Python, even a byte array's)."""
 
-    def __init__(self, path: Path, data: bytes | memoryview, size: int) -> None:
+    def __init__(self, path: Path, data: bytes | mmap.mmap, size: int) -> None:
         self.path, self.data, self.size = path, data, size
         self.items = 0
 

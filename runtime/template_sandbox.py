@@ -38,7 +38,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_TEMPLATE_CHARS = 256 * 1024
 """The largest template compiled; real ones are 1-20 kB (gpt-oss's, among the largest: ~16 kB)."""
-MAX_VALUE_CHARS = 1 << 22
+MAX_VALUE_CHARS = 1 << 23
 """The longest string or list a template may build, and the largest integer it may pass."""
 MAX_OUTPUT_CHARS = 1 << 24
 """The longest prompt rendered (a context holds at most 2**20 tokens)."""

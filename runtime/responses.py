@@ -172,7 +172,8 @@ class Responder:
                 calls = choice.tools.calls if choice.tools is not None else []
                 message: dict[str, Any] = {
                     "role": "assistant",
-                    "content": choice.text if choice.text or not calls else None,
+                    # beside calls, whitespace (a grammar's trailing space) is no content
+                    "content": choice.text if choice.text.strip() or not calls else None,
                 }
                 if choice.thought:
                     message["reasoning_content"] = choice.thought

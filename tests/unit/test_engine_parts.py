@@ -239,9 +239,8 @@ def test_kv_cache_types_reach_the_context(tmp_path: Path) -> None:
         try:
             ctx = model.new_context(n_ctx=256, n_batch=64, n_seq_max=1, n_threads=1)
             tokens = model.tokenize("a" * 40, add_bos=True, special=False)
-            batch = lib.llama_batch_get_one(
-                (lib.llama_token * len(tokens))(*map(int, tokens)), len(tokens)
-            )
+            ids = (lib.llama_token * len(tokens))(*map(int, tokens))  # kept alive: the batch
+            batch = lib.llama_batch_get_one(ids, len(tokens))  # points into it
             assert lib.llama_decode(ctx, batch) == 0
             sizes[kind] = lib.llama_state_seq_get_size(ctx, 0)
             model.free_context(ctx)

@@ -172,7 +172,7 @@ def test_auto_recognises_the_generic_format(gemma: RuntimeServer) -> None:
     reply = client(gemma).chat.completions.create(
         model="demo", messages=ASK, tools=TOOLS, max_tokens=200, extra_body=spelled(written)
     )
-    calls = reply.choices[0].message.tool_calls or []
+    calls: list[Any] = list(reply.choices[0].message.tool_calls or [])
     assert [(c.function.name, c.function.arguments) for c in calls] == [("get_time", "{}")]
     answer = '{"response": "It is sunny."}'
     reply = client(gemma).chat.completions.create(

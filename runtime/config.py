@@ -39,6 +39,10 @@ class RuntimeConfig(RuntimeTunables):
     download_dir: Path = Path("/tmp/modelserve-models")  # noqa: S108 - a cache, not a secret
     """Where an s3:// model is downloaded to."""
 
+    chat_template_file: Path | None = None
+    """A file holding the Jinja chat template (the operator's choice at start; never a
+    request's: chat_template takes the text)."""
+
     @field_validator("sha256")
     @classmethod
     def _hex_digest(cls, value: str | None) -> str | None:
@@ -60,13 +64,15 @@ class RuntimeConfig(RuntimeTunables):
         return self.slots() if self.prefix_cache is None else self.prefix_cache
 
     def chat_template_text(self) -> str | None:
-        if self.chat_template is None or not self.chat_template.startswith("@"):
+        """The template override: ``chat_template_file``'s text, else ``chat_template``."""
+        path = self.chat_template_file
+        if path is None:
             return self.chat_template
-        path = Path(self.chat_template[1:])
         try:
             return path.read_text()
-        except OSError as exc:
-            raise RuntimeConfigError(f"chat_template: cannot read {path}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise RuntimeConfigError(f"chat_template_file: cannot read {path}: {reason}") from None
 
 
 def build_config(**values: object) -> RuntimeConfig:

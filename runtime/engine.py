@@ -26,7 +26,12 @@ from opentelemetry.trace import Span
 
 from modelserve.runtime.batch import Tokens
 from modelserve.runtime.batched import BatchedEngine, Channel, Event, Job, Usage
-from modelserve.runtime.chat import ChatTemplate
+from modelserve.runtime.chat import (
+    ChatTemplate,
+    RenderedChat,
+    TemplateCompileError,
+    TemplateRenderError,
+)
 from modelserve.runtime.config import RuntimeConfig
 from modelserve.runtime.embedder import Embedder, EmbeddingError
 from modelserve.runtime.grammar import Grammar, GrammarError, json_object_grammar, schema_grammar
@@ -79,6 +84,7 @@ class LlamaEngine:
         template: ChatTemplate,
         default_seed: int | None = None,
         embedder: Embedder | None = None,
+        split_reasoning: bool = True,
     ) -> None:
         self.model = model
         self.core = core
@@ -87,11 +93,19 @@ class LlamaEngine:
         self.default_seed = default_seed
         self._embedder = embedder
         self._embeds_waiting = 0
+        self.split_reasoning = split_reasoning
 
     @classmethod
     def load(cls, path: Path, config: RuntimeConfig, metrics: RuntimeMetrics) -> LlamaEngine:
         try:
-            model = LlamaModel(path, n_gpu_layers=config.n_gpu_layers)
+            model = LlamaModel(
+                path, n_gpu_layers=config.n_gpu_layers, type_k=config.type_k, type_v=config.type_v
+            )
+            try:
+                template = ChatTemplate.for_model(model, config.chat_template_text())
+            except TemplateCompileError as exc:
+                model.close()
+                raise EngineError(f"cannot serve {path}: {exc}") from exc
             core = BatchedEngine(
                 model,
                 n_ctx=config.n_ctx,
@@ -109,7 +123,6 @@ class LlamaEngine:
             )
         except ModelLoadError as exc:
             raise EngineError(str(exc)) from exc
-        template = ChatTemplate.for_model(model, config.chat_template_text())
         return cls(
             model,
             core,
@@ -117,6 +130,7 @@ class LlamaEngine:
             template=template,
             default_seed=config.seed,
             embedder=embedder,
+            split_reasoning=config.reasoning_format != "none",
         )
 
     @property
@@ -141,13 +155,12 @@ class LlamaEngine:
         stops = request.stops
         gbnf = request.grammar
         echoes: list[str] = []
+        answered: str | None = None  # a chat's prompt: where reasoning may already be open
         top: int | None
         if isinstance(request, ChatRequest):
             tools = [t.model_dump(exclude_none=True) for t in request.tools or []]
-            rendered = self.template.render(
-                [m.for_template() for m in request.messages],
-                tools if request.calls_tools else None,
-            )
+            rendered = self._render(request, tools)
+            answered = rendered.prompt
             prompts = [self._chat_prompt(rendered.prompt)]
             stops = stops + rendered.stops
             gbnf = gbnf or self._chat_grammar(request, [t["function"] for t in tools])
@@ -191,6 +204,10 @@ class LlamaEngine:
         if isinstance(request, ChatRequest) and request.calls_tools:
             names = frozenset(t.function.name for t in request.tools or [])
             streams = [ToolCallStream(self.template.syntax, names) for _ in range(choices)]
+        reasoning = self.template.reasoning
+        thinking = None
+        if answered is not None and reasoning is not None and self.split_reasoning:
+            thinking = [reasoning.stream(answered) for _ in range(choices)]
         responder = Responder(
             kind,
             self.model.piece,
@@ -199,8 +216,19 @@ class LlamaEngine:
             logprobs=top is not None,
             tools=streams,
             echoes=[e for e in echoes for _ in range(request.n)] if echoes else None,
+            reasoning=thinking,
         )
         return _Prepared(leaders, responder)
+
+    def _render(self, request: ChatRequest, tools: list[dict[str, Any]]) -> RenderedChat:
+        """The chat's prompt; a template that refuses these messages is the client's error."""
+        try:
+            return self.template.render(
+                [m.for_template() for m in request.messages],
+                tools if request.calls_tools else None,
+            )
+        except TemplateRenderError as exc:
+            raise BadParameter(f"messages: {exc}", "messages") from exc
 
     def _chat_grammar(self, request: ChatRequest, functions: list[dict[str, Any]]) -> str | None:
         forced = request.forced_tool if request.calls_tools else None

@@ -7,12 +7,17 @@ slow, so :class:`Grammar` does what llama.cpp's common sampler does: sample
 with the ordinary chain first, check only the chosen token against the
 grammar, and only when it is rejected apply the grammar to every candidate and
 sample again. Requests without a grammar never reach this module.
+
+llama.cpp parses GBNF recursively, one C++ call per nested group, so a grammar
+of a million ``(`` would overflow the runtime's stack and kill it: groups nested
+deeper than :data:`MAX_NESTING` are refused before llama.cpp sees the grammar.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -20,6 +25,10 @@ import numpy as np
 from modelserve.runtime.llama_model import LlamaModel
 
 ROOT = "root"
+_NOT_GROUPING = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*')
+"""Literals, character classes and comments: their parentheses group nothing."""
+MAX_NESTING = 64
+"""Parenthesised groups nested this deep at most (schema-made grammars nest a few)."""
 # The data layout of llama_token_data: id, logit, p.
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
@@ -58,6 +67,21 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return schema_rules(schema, "")
 
 
+def nesting_depth(gbnf: str) -> int:
+    """The deepest ``(`` nesting of a GBNF text (literals, classes and comments skipped)."""
+    code = np.frombuffer(_NOT_GROUPING.sub("", gbnf).encode(), dtype=np.uint8)
+    if code.size == 0:
+        return 0
+    steps = (code == ord("(")).astype(np.int32) - (code == ord(")")).astype(np.int32)
+    return int(np.cumsum(steps).max())
+
+
+def check_nesting(gbnf: str) -> None:
+    """GrammarError for a grammar nested deeper than llama.cpp's parser can safely take."""
+    if nesting_depth(gbnf) > MAX_NESTING:
+        raise GrammarError(f"the grammar nests groups deeper than {MAX_NESTING} levels")
+
+
 class Grammar:
     """One sequence's llama.cpp grammar sampler and the buffers to check tokens with."""
 
@@ -66,6 +90,7 @@ class Grammar:
 
         self._lib = lib
         self.n_vocab = model.n_vocab
+        check_nesting(gbnf)
         self._sampler = lib.llama_sampler_init_grammar(model.vocab, gbnf.encode(), ROOT.encode())
         if not self._sampler:
             raise GrammarError("the grammar does not parse (llama.cpp refused it)")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
-import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelserve.runtime.batch import Tokens
+from modelserve.runtime.cpu_quota import available_cpus
 
 LLAMA_LOGGER = "llama-cpp-python"  # where llama-cpp-python routes llama.cpp's log
 
@@ -55,7 +56,9 @@ class MemoryKind(enum.Enum):
 class LlamaModel:
     """A loaded ``llama_model`` with cached per-token text."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int) -> None:
+    def __init__(
+        self, path: Path, *, n_gpu_layers: int, type_k: str = "f16", type_v: str = "f16"
+    ) -> None:
         from llama_cpp import llama_cpp as lib
 
         logging.getLogger(LLAMA_LOGGER).setLevel(logging.ERROR)
@@ -77,6 +80,10 @@ class LlamaModel:
         self.memory = self._memory_kind()
         self._pieces: dict[int, bytes] = {}
         self._end_of_generation: dict[int, bool] = {}
+        self._shown: set[int] = set()
+        # KV cache element types (ggml_type values) of every context made here
+        self.type_k = int(getattr(lib, f"GGML_TYPE_{type_k.upper()}"))
+        self.type_v = int(getattr(lib, f"GGML_TYPE_{type_v.upper()}"))
 
     def _memory_kind(self) -> MemoryKind:
         lib = self._lib
@@ -117,12 +124,23 @@ class LlamaModel:
             capacity = -size
 
     def piece(self, token: int) -> bytes:
-        """The bytes a generated token stands for (special tokens render as nothing)."""
+        """The bytes a generated token stands for (special tokens render as nothing,
+        but for those :meth:`show_tokens` named)."""
         cached = self._pieces.get(token)
         if cached is None:
-            cached = self._render(token, special=False)
+            cached = self._render(token, special=token in self._shown)
             self._pieces[token] = cached
         return cached
+
+    def show_tokens(self, texts: Iterable[str]) -> None:
+        """Render the control tokens spelt ``texts`` in generated text: markers the
+        output parsers need (Mistral's ``[TOOL_CALLS]``, Llama's ``<|python_tag|>``)
+        are control tokens that would otherwise come out as nothing."""
+        for text in texts:
+            tokens = self.tokenize(text, add_bos=False, special=True)
+            if len(tokens) == 1 and self.token_text(int(tokens[0])) == text:
+                self._shown.add(int(tokens[0]))
+                self._pieces.pop(int(tokens[0]), None)
 
     def token_text(self, token: int) -> str:
         """A token's text with special tokens spelt out (for chat templates' bos/eos)."""
@@ -172,7 +190,8 @@ class LlamaModel:
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, 512) if not embeddings else n_batch
         params.n_seq_max = n_seq_max
-        cores = os.cpu_count() or 1
+        params.type_k, params.type_v = self.type_k, self.type_v
+        cores = available_cpus()  # the pod's CPU limit, not the node's cores
         params.n_threads = n_threads or max(cores // 2, 1)
         params.n_threads_batch = n_threads or cores
         params.kv_unified = True

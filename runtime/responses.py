@@ -3,8 +3,9 @@
 One :class:`Responder` follows a request: each event (of any choice) becomes
 zero or more streamed chunks, and the same bookkeeping gives the whole
 response when the client did not stream, so both paths agree by construction.
-Tool calls are parsed here (``tools.py``) as text arrives; the log-probability
-shapes come from ``logprobs.py``.
+Reasoning is split from the answer (``reasoning.py``) and tool calls are parsed
+(``tools.py``) here as text arrives, in that order; the log-probability shapes
+come from ``logprobs.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from modelserve.runtime.batched import Event, Usage
 from modelserve.runtime.logprobs import Piece, TokenLogprob, chat_content, completion_logprobs
+from modelserve.runtime.reasoning import ReasoningStream
 from modelserve.runtime.tools import ToolCallStream
 
 
@@ -23,6 +25,8 @@ from modelserve.runtime.tools import ToolCallStream
 class _Choice:
     index: int
     tools: ToolCallStream | None
+    reasoning: ReasoningStream | None = None
+    thought: str = ""
     text: str = ""
     offset: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -42,6 +46,7 @@ class Responder:
         logprobs: bool,
         tools: list[ToolCallStream] | None = None,
         echoes: list[str] | None = None,
+        reasoning: list[ReasoningStream] | None = None,
     ) -> None:
         self.kind = kind
         self.piece = piece
@@ -50,7 +55,10 @@ class Responder:
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4()}"
         self.created = int(time.time())
         self.echoes = echoes or [""] * choices
-        self.choices = [_Choice(i, tools[i] if tools else None) for i in range(choices)]
+        self.choices = [
+            _Choice(i, tools[i] if tools else None, reasoning[i] if reasoning else None)
+            for i in range(choices)
+        ]
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_tokens = 0
@@ -75,8 +83,11 @@ class Responder:
             return self._text(choice, event.text, event.logprobs)
         if event.kind == "end":
             chunks = []
+            if choice.reasoning is not None:
+                thought, rest = choice.reasoning.finish()
+                chunks += self._text(choice, rest, (), split=False, thought=thought)
             if choice.tools is not None:
-                chunks += self._text(choice, choice.tools.finish(), (), parse=False)
+                chunks += self._text(choice, choice.tools.finish(), (), split=False, parse=False)
             reason = event.finish_reason
             if choice.tools is not None and choice.tools.calls and reason == "stop":
                 reason = "tool_calls"
@@ -97,20 +108,30 @@ class Responder:
         text: str,
         logprobs: tuple[TokenLogprob, ...],
         *,
+        split: bool = True,
         parse: bool = True,
+        thought: str = "",
     ) -> list[dict[str, Any]]:
+        """Chunks for ``text``: split into reasoning and answer (``split``; ``thought`` is
+        reasoning split already), the answer searched for tool calls (``parse``)."""
         calls: list[dict[str, Any]] = []
+        if choice.reasoning is not None and split and text:
+            more, text = choice.reasoning.push(text)
+            thought += more
         if choice.tools is not None and parse:
             text, calls = choice.tools.push(text)
+        choice.thought += thought
         choice.text += text
         choice.logprobs += logprobs
-        if not text and not calls and not logprobs:
+        if not text and not calls and not logprobs and not thought:
             return []
         shaped = self._logprobs(logprobs, choice.offset) if self.logprobs else None
         choice.offset += sum(len(self.piece(e.token).decode(errors="replace")) for e in logprobs)
         if self.kind != "chat":
             return [self._chunk(choice, {"text": text}, logprobs=shaped)]
         delta: dict[str, Any] = {}
+        if thought:
+            delta["reasoning_content"] = thought
         if text:
             delta["content"] = text
         if calls:
@@ -151,8 +172,11 @@ class Responder:
                 calls = choice.tools.calls if choice.tools is not None else []
                 message: dict[str, Any] = {
                     "role": "assistant",
-                    "content": choice.text if choice.text or not calls else None,
+                    # beside calls, whitespace (a grammar's trailing space) is no content
+                    "content": choice.text if choice.text.strip() or not calls else None,
                 }
+                if choice.thought:
+                    message["reasoning_content"] = choice.thought
                 if calls:
                     message["tool_calls"] = calls
                 choices.append(

@@ -9,8 +9,10 @@ shows which one (it renders the tools and past calls in it):
 - Llama 3.x: a bare ``{"name", "parameters"}`` object (after ``<|python_tag|>``
   in some versions).
 
-A template that shows none of them gets the Hermes syntax, and the tools are
-described to the model in a system message since its template cannot. The
+A template that shows none of them gets llama-server's generic format: one JSON
+object, ``{"tool_call": {"name", "arguments"}}`` (``"tool_calls": [...]`` for
+several) or ``{"response": "..."}``, described to the model in a system
+message (with the tools, when its template cannot render them). The
 parser works on a stream: text that cannot be the start of a call goes out as
 content at once; a call goes out as soon as its JSON is complete. When
 ``tool_choice`` forces a call, a grammar (GBNF from the functions' schemas)
@@ -25,11 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve.runtime.grammar import schema_rules
-
-MAX_FORCED_CALLS = 8
-"""Calls a forced answer may hold; a model that never closes its list stops there."""
-
+from modelserve.runtime.grammar import schema_grammar, schema_rules
 
 MAX_FORCED_CALLS = 8
 """Calls a forced answer may hold; a model that never closes its list stops there."""
@@ -44,6 +42,14 @@ class CallSyntax:
     end: str  # what closes one call ("" : nothing)
     arguments_key: str
     in_list: bool  # the calls are one JSON array after ``start``
+    envelope: bool = False  # generic: {"tool_call": ...}, {"tool_calls": [...]}, {"response": ...}
+
+    def markers(self) -> tuple[str, ...]:
+        """The texts that open and close calls (the parser must see them in the output)."""
+        found = [self.start.strip(), self.end.strip()]
+        if not self.start:
+            found.append(PYTHON_TAG)
+        return tuple(m for m in found if m)
 
     def grammar(self, tools: Sequence[dict[str, Any]], parallel: bool) -> str:
         """GBNF for one call (or, when ``parallel``, several) of the given functions."""
@@ -59,6 +65,8 @@ class CallSyntax:
             for tool in tools
         ]
         schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+        if self.envelope:
+            return schema_grammar(_envelope(schema, parallel))
         rules = schema_rules(schema, "call")
         more = f"{{0,{MAX_FORCED_CALLS - 1}}}"
         if self.in_list:
@@ -72,10 +80,31 @@ class CallSyntax:
         return f"{root}\n{rules}"
 
 
+def _envelope(call: dict[str, Any], parallel: bool) -> dict[str, Any]:
+    """llama-server's generic tool-call object around ``call``'s schema."""
+    if parallel:
+        key = "tool_calls"
+        value: dict[str, Any] = {
+            "type": "array",
+            "items": call,
+            "minItems": 1,
+            "maxItems": MAX_FORCED_CALLS,
+        }
+    else:
+        key, value = "tool_call", call
+    return {
+        "type": "object",
+        "properties": {key: value},
+        "required": [key],
+        "additionalProperties": False,
+    }
+
+
 PYTHON_TAG = "<|python_tag|>"
 HERMES = CallSyntax("hermes", "<tool_call>\n", "\n</tool_call>", "arguments", in_list=False)
 MISTRAL = CallSyntax("mistral", "[TOOL_CALLS] ", "", "arguments", in_list=True)
 LLAMA3 = CallSyntax("llama3", "", "", "parameters", in_list=False)
+GENERIC = CallSyntax("generic", "", "", "arguments", in_list=False, envelope=True)
 
 
 def syntax_for(template: str) -> CallSyntax:
@@ -86,21 +115,22 @@ def syntax_for(template: str) -> CallSyntax:
         return HERMES
     if "<|python_tag|>" in template or "ipython" in template:
         return LLAMA3
-    return HERMES
+    return GENERIC
 
 
 def template_knows_tools(template: str) -> bool:
     return "tools" in template
 
 
-def tools_system_prompt(tools: Sequence[dict[str, Any]]) -> str:
-    """How a model whose template has no place for tools hears of them."""
+def generic_system_prompt(tools: Sequence[dict[str, Any]], *, list_tools: bool) -> str:
+    """How a model without a known call syntax hears of the generic format (and the tools,
+    when its template cannot render them)."""
     listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    described = f"You may call these functions:\n{listed}\n\n" if list_tools else ""
     return (
-        "You may call functions. The functions are:\n"
-        f"<tools>\n{listed}\n</tools>\n"
-        "To call one, answer with "
-        '<tool_call>\n{"name": <function name>, "arguments": <arguments object>}\n</tool_call>'
+        f"{described}Respond in JSON format, either with `tool_call` (a request to call "
+        'a function: {"tool_call": {"name": <function name>, "arguments": <arguments '
+        'object>}}) or with `response` (your reply to the user: {"response": <text>}).'
     )
 
 
@@ -136,7 +166,8 @@ class ToolCallStream:
             parsed = self._close()
             if parsed is None:
                 break
-            calls += parsed
+            content += parsed[0]
+            calls += parsed[1]
         self._sent_content = self._sent_content or bool(content.strip())
         return content, calls
 
@@ -170,8 +201,8 @@ class ToolCallStream:
         self._buffer = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep], False
 
-    def _close(self) -> list[dict[str, Any]] | None:
-        """The calls of the open block once its JSON is complete (None: not yet)."""
+    def _close(self) -> tuple[str, list[dict[str, Any]]] | None:
+        """Content and calls of the open block once its JSON is complete (None: not yet)."""
         text = self._buffer.lstrip()
         if not text:
             return None
@@ -179,6 +210,8 @@ class ToolCallStream:
             value, used = json.JSONDecoder().raw_decode(text)
         except json.JSONDecodeError:
             return None
+        if self.syntax.envelope:
+            return self._unwrap(value, text[:used], text[used:])
         rest = text[used:]
         end = self.syntax.end.strip()
         if end:
@@ -191,7 +224,23 @@ class ToolCallStream:
         items = value if isinstance(value, list) else [value]
         calls = [c for c in (self._call(item) for item in items) if c is not None]
         self.calls += calls
-        return calls
+        return "", calls
+
+    def _unwrap(self, value: Any, written: str, rest: str) -> tuple[str, list[dict[str, Any]]]:
+        """The generic format: calls, a response's text, or (anything else) the JSON as text."""
+        self._buffer, self._in_call = "", False
+        envelope = value if isinstance(value, dict) else {}
+        if isinstance(envelope.get("tool_calls"), list):
+            items = envelope["tool_calls"]
+        elif isinstance(envelope.get("tool_call"), dict):
+            items = [envelope["tool_call"]]
+        elif isinstance(envelope.get("response"), str):
+            return envelope["response"] + rest, []
+        else:
+            return written + rest, []
+        calls = [c for c in (self._call(item) for item in items) if c is not None]
+        self.calls += calls
+        return rest, calls
 
     def _call(self, item: Any) -> dict[str, Any] | None:
         if not isinstance(item, dict) or item.get("name") not in self.names:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import GGUFInfo, estimate_memory
 from modelserve.shared.quantity import cpu_cores, format_bytes, memory_bytes
+from modelserve.shared.runtime_params import CacheType
 
 Bytes = Annotated[int, BeforeValidator(memory_bytes)]
 Cores = Annotated[float, BeforeValidator(cpu_cores)]
@@ -75,6 +76,13 @@ class ResourceRequest(BaseModel):
     cpu: Cores = 1.0
     memory: Bytes | None = None
     context_length: int | None = Field(default=None, gt=0)
+    type_k: CacheType = CacheType.F16
+    type_v: CacheType = CacheType.F16
+    """The KV cache's element types (runtime parameters): a quantized cache needs less."""
+
+    def estimate(self, model: GGUFInfo, context: int) -> int:
+        """Bytes ``model`` needs at ``context`` tokens with this request's cache types."""
+        return estimate_memory(model, context, type_k=self.type_k, type_v=self.type_v).total_bytes
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def check(contract: ResourceContract, request: ResourceRequest, model: GGUFInfo)
             f"{context} tokens requested; the model was trained for {model.context_length}",
         )
 
-    needed = estimate_memory(model, context).total_bytes
+    needed = request.estimate(model, context)
     if request.memory is not None and needed > request.memory:
         violate(
             "memory",
@@ -169,7 +177,7 @@ def enforce(contract: ResourceContract, request: ResourceRequest, model: GGUFInf
     if violations:
         raise ContractViolation(violations)
     limits = contract.limits_for(request.role)
-    needed = estimate_memory(model, effective_context(request, limits, model)).total_bytes
+    needed = request.estimate(model, effective_context(request, limits, model))
     return request.memory if request.memory is not None else needed
 
 

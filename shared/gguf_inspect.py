@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,17 @@ MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name len, name, n_dims, one dim
 MIN_KV_BYTES = 8 + 1 + 4 + 1  # key len, key, value type, smallest value
 MAX_TENSORS = 1_000_000
 MAX_KVS = 100_000
+MAX_ARRAY_ITEMS = 1 << 19
+"""Items one metadata array may hold: the largest real ones are vocabularies (Gemma 3's
+262,144 tokens, their scores and types) and BPE merges (Llama 3's ~280,000)."""
+MAX_METADATA_ITEMS = 1 << 20
+"""Array items all metadata may hold together. gguf's reader walks every item in Python
+(about 20 us each: Gemma 3's 786,432 take 17 s of CPU), so this bounds its time too."""
+MAX_ARRAY_DEPTH = 4
+"""Arrays of arrays nested this deep at most (real files have none)."""
+# Sizes of the fixed-size GGUF value types (uint8 ... float64); 8 is a string, 9 an array.
+_VALUE_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
 MiB = 1024 * 1024
 
 
@@ -122,6 +135,68 @@ def _check_header(path: Path) -> tuple[int, int, int, int]:
     return size, version, tensors, kvs
 
 
+class _MetadataWalk:
+    """The metadata section read by hand, before gguf's reader: array counts are checked
+    against the bounds above without walking the items, so a forged count cannot keep
+    the reader iterating (it walks every item in Python, even a byte array's)."""
+
+    def __init__(self, path: Path, data: bytes | mmap.mmap, size: int) -> None:
+        self.path, self.data, self.size = path, data, size
+        self.items = 0
+
+    def _u(self, at: int, width: int) -> int:
+        if at + width > self.size:
+            raise TruncatedGGUF(
+                f"{self.path}: truncated or corrupt GGUF metadata (it runs past byte {self.size})"
+            )
+        return int.from_bytes(self.data[at : at + width], "little")
+
+    def walk(self, keys: int) -> None:
+        at = HEADER_SIZE
+        for _ in range(keys):
+            at += 8 + self._u(at, 8)  # the key
+            kind = self._u(at, 4)
+            at = self._value(kind, at + 4)
+
+    def _value(self, kind: int, at: int, depth: int = 0) -> int:
+        if kind in _VALUE_SIZES:
+            return at + _VALUE_SIZES[kind]
+        if kind == _STRING:
+            return at + 8 + self._u(at, 8)
+        if kind != _ARRAY:
+            raise ImplausibleGGUF(f"{self.path}: unknown metadata value type {kind}")
+        if depth >= MAX_ARRAY_DEPTH:
+            raise ImplausibleGGUF(f"{self.path}: metadata arrays nested over {depth} deep")
+        item, count = self._u(at, 4), self._u(at + 4, 8)
+        at += 12
+        self.items += count
+        if count > MAX_ARRAY_ITEMS or self.items > MAX_METADATA_ITEMS:
+            raise ImplausibleGGUF(
+                f"{self.path}: implausible metadata: an array of {count} items (the limits are "
+                f"{MAX_ARRAY_ITEMS} items an array, {MAX_METADATA_ITEMS} in all)"
+            )
+        if item in _VALUE_SIZES:
+            end = at + count * _VALUE_SIZES[item]
+            if end > self.size:
+                raise TruncatedGGUF(
+                    f"{self.path}: truncated or corrupt GGUF metadata (an array runs past the end)"
+                )
+            return end
+        for _ in range(count):
+            at = self._value(item, at, depth + 1)
+        return at
+
+
+def _check_metadata(path: Path, size: int, keys: int) -> None:
+    with path.open("rb") as handle:
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            _MetadataWalk(path, data, size).walk(keys)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+
+
 def _scalar(reader: gguf.GGUFReader, key: str) -> Any:
     field = reader.get_field(key)
     if field is None or not field.data:
@@ -150,7 +225,8 @@ def _file_type_name(file_type_id: int | None) -> str | None:
 def inspect_gguf(path: Path | str) -> GGUFInfo:
     """Read a GGUF's header and tensor table; raise :class:`GGUFError` if unusable."""
     path = Path(path)
-    size, version, tensor_count, _ = _check_header(path)
+    size, version, tensor_count, keys = _check_header(path)
+    _check_metadata(path, size, keys)
     try:
         reader = gguf.GGUFReader(path, "r")
     except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
@@ -210,29 +286,47 @@ def info_from_facts(path: Path | str, facts: dict[str, Any]) -> GGUFInfo:
     return GGUFInfo(path=Path(path), **facts)
 
 
+KV_BYTES_PER_ELEMENT: dict[str, float] = {
+    "f32": 4,
+    "f16": 2,
+    # ggml's blocks of 32 values: a scale (and minimum) beside the packed values
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
+}
+"""Bytes per element of each KV cache type the runtime offers (``type_k``/``type_v``)."""
+
+
 def estimate_memory(
     info: GGUFInfo,
     context_length: int | None = None,
     *,
-    kv_bytes_per_element: int = 2,
+    type_k: str = "f16",
+    type_v: str = "f16",
     overhead_fraction: float = 0.05,
     overhead_floor: int = 32 * MiB,
 ) -> MemoryEstimate:
-    """Weights + f16 KV cache for ``context_length`` tokens + compute buffers.
+    """Weights + KV cache for ``context_length`` tokens + compute buffers.
 
     The KV cache holds one key and one value vector per layer, token and KV head:
-    ``2 * blocks * context * kv_heads * head_dim * bytes``. The overhead allowance
-    covers llama.cpp's compute buffers and runtime; it is an estimate, not a bound.
+    ``blocks * context * kv_heads * head_dim * (bytes of a key + bytes of a value)``,
+    each in its cache type (f16 unless ``type_k``/``type_v`` say otherwise). The
+    overhead allowance covers llama.cpp's compute buffers and runtime; it is an
+    estimate, not a bound.
     """
     n_ctx = context_length or info.context_length
     if not n_ctx or n_ctx <= 0:
         raise GGUFError(f"{info.path}: no context length given and none in the header")
     head_dim = info.head_dim or 0
-    kv = 2 * (info.block_count or 0) * n_ctx * (info.head_count_kv or 0) * head_dim
+    elements = (info.block_count or 0) * n_ctx * (info.head_count_kv or 0) * head_dim
+    kv_bytes = elements * (KV_BYTES_PER_ELEMENT[type_k] + KV_BYTES_PER_ELEMENT[type_v])
     overhead = max(overhead_floor, int(info.tensor_data_bytes * overhead_fraction))
     return MemoryEstimate(
         context_length=n_ctx,
         weights_bytes=info.tensor_data_bytes,
-        kv_cache_bytes=kv * kv_bytes_per_element,
+        kv_cache_bytes=math.ceil(kv_bytes),
         overhead_bytes=overhead,
     )

@@ -162,11 +162,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def byte_vocab() -> tuple[list[str], list[float], list[int]]:
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+def byte_vocab(special: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
+    """The byte vocabulary, then ``special``: control tokens (a family's markers, such as
+    Mistral's ``[TOOL_CALLS]`` or gpt-oss's ``<|channel|>``), as real vocabularies have."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + list(special)
     scores = [0.0] * len(tokens)
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    types += [gguf.TokenType.BYTE] * 256
+    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.CONTROL] * len(special)
     return tokens, scores, [int(t) for t in types]
 
 
@@ -281,20 +283,22 @@ def write_synthetic_gguf(
     seed: int = 0,
     name: str | None = None,
     chat_template: str | None = None,
+    special_tokens: tuple[str, ...] = (),
 ) -> Path:
     """Write a loadable GGUF with random weights to ``path``; returns ``path``.
 
     The preset decides the architecture (llama unless it says otherwise).
     ``chat_template`` is the ``tokenizer.chat_template`` it carries (a model
     family's template, to test the runtime against it); the default is a short
-    generic one.
+    generic one. ``special_tokens`` are control tokens added after the byte tokens
+    (the model never writes them unless a grammar or a logit bias makes it).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     shape = PRESETS[preset]
     _check(preset, shape)
     arch = shape.architecture
-    tokens, scores, types = byte_vocab()
+    tokens, scores, types = byte_vocab(special_tokens)
     n_vocab, n_embd = len(tokens), shape.embedding
     head_dim = n_embd // shape.heads if shape.heads else 0
     n_embd_kv = head_dim * shape.kv_heads

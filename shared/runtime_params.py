@@ -16,9 +16,17 @@ checks that they agree.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -27,6 +35,37 @@ from modelserve.shared.slots import MAX_SEQUENCES
 ENV_PREFIX = "MODELSERVE_RUNTIME_"
 MAX_CONTEXT = 1 << 20
 DEFAULT_N_BATCH = 512
+
+
+class CacheType(StrEnum):
+    """KV cache element types llama.cpp offers (``--cache-type-k/-v``)."""
+
+    F32 = "f32"
+    F16 = "f16"
+    Q8_0 = "q8_0"
+    Q5_1 = "q5_1"
+    Q5_0 = "q5_0"
+    Q4_1 = "q4_1"
+    Q4_0 = "q4_0"
+    IQ4_NL = "iq4_nl"
+
+
+class ReasoningFormat(StrEnum):
+    """llama-server's ``--reasoning-format``: ``auto`` splits, ``none`` leaves the text."""
+
+    AUTO = "auto"
+    NONE = "none"
+
+
+def _not_a_file(template: str | None) -> str | None:
+    """``@path`` would read a file on the server: an operator's start-up flag, never a
+    parameter a request sets (the runtime's ``--chat-template-file``)."""
+    if template is not None and template.startswith("@"):
+        raise ValueError(
+            "'@path' (a template read from a file on the server) is not accepted here; "
+            "send the template's text (the runtime's operator can use --chat-template-file)"
+        )
+    return template
 
 
 class RuntimeTunables(BaseModel):
@@ -53,8 +92,10 @@ class RuntimeTunables(BaseModel):
     prefix_cache: int | None = Field(default=None, ge=0, le=MAX_SEQUENCES)
     """Finished sequences whose KV stays resident for prefix reuse; default n_parallel, 0 off."""
 
-    chat_template: str | None = Field(default=None, max_length=64 * 1024)
-    """Jinja chat template overriding the one in the GGUF; ``@path`` reads a file."""
+    chat_template: Annotated[str | None, AfterValidator(_not_a_file)] = Field(
+        default=None, max_length=64 * 1024
+    )
+    """Jinja chat template (its text) overriding the one in the GGUF."""
 
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Default sampling seed (a request's ``seed`` wins)."""
@@ -64,6 +105,16 @@ class RuntimeTunables(BaseModel):
 
     embeddings: bool = False
     """Serve /v1/embeddings (loads a second, embedding context)."""
+
+    type_k: CacheType = CacheType.F16
+    """KV cache type of keys (f16, or q8_0 / q4_0 ... to hold more context in less memory)."""
+
+    type_v: CacheType = CacheType.F16
+    """KV cache type of values; a quantized one needs flash attention, which llama.cpp
+    turns on where the backend has it."""
+
+    reasoning_format: ReasoningFormat = ReasoningFormat.AUTO
+    """auto: a reasoning model's thinking comes back as reasoning_content; none: in content."""
 
 
 TUNABLES: tuple[str, ...] = tuple(RuntimeTunables.model_fields)

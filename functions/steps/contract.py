@@ -46,6 +46,8 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
                 "cpu": request.cpu,  # quantities: "500m", "4Gi"
                 "memory": request.memory,
                 "context_length": params.n_ctx,
+                "type_k": params.type_k or "f16",
+                "type_v": params.type_v or "f16",
             }
         )
     except (ValidationError, ValueError) as exc:

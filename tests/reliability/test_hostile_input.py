@@ -65,6 +65,10 @@ ABSURD_PARAMS: dict[str, dict[str, Any]] = {
     "seed 2^64": {"runtime_params": {"seed": 2**64}},
     "max_queue 10^9": {"runtime_params": {"max_queue": 10**9}},
     "chat_template 100 kB": {"runtime_params": {"chat_template": "x" * 100_000}},
+    "chat_template @path (reads a server file)": {
+        "runtime_params": {"chat_template": "@/proc/self/environ"}
+    },
+    "type_k not a cache type": {"runtime_params": {"type_k": "q4_K_M"}},
     "unknown runtime param": {"runtime_params": {"rm_rf": True}},
     "replicas 10^9": {"replicas": 10**9},
     "replicas negative": {"replicas": -5},

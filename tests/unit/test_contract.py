@@ -142,3 +142,15 @@ def test_the_runtime_batch_follows_a_small_context() -> None:
     assert build_config(model="m.gguf", n_ctx=256).n_batch == 256
     assert build_config(model="m.gguf", n_ctx=4096).n_batch == 512
     assert build_config(model="m.gguf", n_ctx=4096, n_batch=64).n_batch == 64
+
+
+def test_a_quantized_kv_cache_needs_less_memory(tiny: GGUFInfo) -> None:
+    """type_k/type_v reach the estimate: a q8_0 cache fits where an f16 one does not."""
+    f16 = estimate_memory(tiny, 2048).total_bytes
+    q8 = estimate_memory(tiny, 2048, type_k="q8_0", type_v="q8_0").total_bytes
+    assert q8 < f16
+    contract = ResourceContract(limits=Limits.model_validate({"max_memory_per_replica": q8}))
+    assert check(contract, request(context_length=2048), tiny)  # f16 is over the limit
+    quantized = request(context_length=2048, type_k="q8_0", type_v="q8_0")
+    assert check(contract, quantized, tiny) == []
+    assert enforce(contract, quantized, tiny) == q8

@@ -88,6 +88,11 @@ def test_memory_estimate(tiny: Path) -> None:
     full = estimate_memory(info)  # the header's context length
     assert full.context_length == 2048
     assert full.kv_cache_bytes == 4 * estimate.kv_cache_bytes
+    # a quantized cache: q8_0 keeps blocks of 32 values in 34 bytes, q4_0 in 18
+    q8 = estimate_memory(info, 512, type_k="q8_0", type_v="q8_0")
+    assert q8.kv_cache_bytes == 2 * 2 * 512 * 4 * 16 * 34 // 32
+    mixed = estimate_memory(info, 512, type_k="q8_0", type_v="q4_0")
+    assert mixed.kv_cache_bytes == 2 * 512 * 4 * 16 * (34 + 18) // 32
 
 
 def corrupt(tmp_path: Path, tiny: Path, name: str, data: bytes) -> Path:

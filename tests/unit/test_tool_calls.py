@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from modelserve.runtime.tools import HERMES, LLAMA3, MISTRAL, CallSyntax, ToolCallStream, syntax_for
+from modelserve.runtime.tools import (
+    GENERIC,
+    HERMES,
+    LLAMA3,
+    MISTRAL,
+    CallSyntax,
+    ToolCallStream,
+    syntax_for,
+)
 
 NAMES = frozenset({"f", "g"})
 
@@ -81,7 +89,7 @@ def test_templates_choose_their_syntax() -> None:
     assert syntax_for("{{ '<tool_call>' }}") is HERMES
     assert syntax_for("[TOOL_CALLS] [") is MISTRAL
     assert syntax_for("<|start_header_id|>ipython") is LLAMA3
-    assert syntax_for("{{ messages }}") is HERMES
+    assert syntax_for("{{ messages }}") is GENERIC
 
 
 def test_schema_strings_exclude_raw_control_characters() -> None:

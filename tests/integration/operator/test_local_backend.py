@@ -143,18 +143,18 @@ async def test_a_model_that_cannot_load_fails_with_its_reason(
 
 
 async def test_refused_parameters_fail_at_once(
-    world: tuple[LocalBackend, Sessions, Path], tmp_path: Path
+    world: tuple[LocalBackend, Sessions, Path],
 ) -> None:
     backend, sessions, model = world
-    missing = tmp_path / "no-such-template.jinja"
-    server = await serve(
-        sessions, backend.root, model, runtime=ms.RuntimeParams(chat_template=f"@{missing}")
-    )
+    # each value is in range; together they exceed llama.cpp's sequences, which the
+    # runtime checks at start
+    params = ms.RuntimeParams(n_parallel=200, prefix_cache=200)
+    server = await serve(sessions, backend.root, model, runtime=params)
     record = await wait_for_status(sessions, server, "failed")
     assert record.status_message is not None
     assert "refused its parameters" in record.status_message
-    assert "cannot read" in record.status_message
-    assert record.status_message.count("cannot read") == 1  # this start's output only
+    assert "exceeds llama.cpp's" in record.status_message
+    assert record.status_message.count("exceeds llama.cpp's") == 1  # this start's output only
     assert backend.servers[server].crashes == 1  # exit 2 is not retried
 
 

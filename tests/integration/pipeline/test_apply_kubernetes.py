@@ -91,8 +91,10 @@ async def test_the_functions_may_not_write_elsewhere(functions_api: client.ApiCl
         ({"replicas": {"min": 3, "max": 1}}, "replicas.min must not exceed replicas.max"),
         ({"runtime": {"nCtx": 4}}, "nCtx"),
         ({"resources": {"memory": "lots"}}, "memory"),
+        ({"runtime": {"chatTemplate": "@/etc/passwd"}}, "'@path'"),
+        ({"runtime": {"typeK": "q4_K_M"}}, "typeK"),
     ],
-    ids=["storage-uri", "sha256", "replicas", "n-ctx", "memory"],
+    ids=["storage-uri", "sha256", "replicas", "n-ctx", "memory", "template-at-path", "type-k"],
 )
 async def test_malformed_spec_is_refused_by_the_api_server(
     functions_api: client.ApiClient, change: dict[str, object], message: str

@@ -22,9 +22,20 @@ from support.runtime import run_runtime_to_failure, start_runtime
         (["--max-queue", "-1"], 2, "max_queue"),
         (["--sha256", "xyz"], 2, "sha256: Value error, must be 64 hexadecimal"),
         (["--sha256", "0" * 64], 1, "sha256 mismatch .* refusing to serve"),
-        (["--chat-template", "@/nonexistent/t.jinja"], 2, "cannot read /nonexistent/t.jinja"),
+        (["--chat-template-file", "/nonexistent/t.jinja"], 2, "cannot read /nonexistent/t.jinja"),
+        (["--chat-template", "@/etc/hostname"], 2, "'@path' .* is not accepted"),
+        (["--chat-template", "{% for %}"], 1, "the chat template is not valid Jinja"),
     ],
-    ids=["n_ctx", "n_batch", "max_queue", "sha-format", "sha-mismatch", "template-file"],
+    ids=[
+        "n_ctx",
+        "n_batch",
+        "max_queue",
+        "sha-format",
+        "sha-mismatch",
+        "template-file",
+        "template-at-path",
+        "template-syntax",
+    ],
 )
 def test_bad_parameters(tiny_model: Path, args: list[str], code: int, message: str) -> None:
     result = run_runtime_to_failure(tiny_model, *args)

@@ -244,7 +244,8 @@ def test_the_template_renders_tools_and_tool_results(served: RuntimeServer) -> N
 def test_a_template_without_tools_hears_of_them_in_a_system_message(
     runtime: RuntimeServer,
 ) -> None:
-    """The generic template has no place for tools: they are described, Hermes-style."""
+    """The generic template has no place for tools: they are described, in llama-server's
+    generic JSON format."""
     plain = client(runtime).chat.completions.create(model="demo", messages=ASK, max_tokens=1)
     reply = client(runtime).chat.completions.create(
         model="demo", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=1500, seed=3
@@ -252,5 +253,7 @@ def test_a_template_without_tools_hears_of_them_in_a_system_message(
     assert plain.usage is not None and reply.usage is not None
     assert reply.usage.prompt_tokens > plain.usage.prompt_tokens + len(json.dumps(WEATHER))
     assert reply.choices[0].finish_reason == "tool_calls"
-    for call in reply.choices[0].message.tool_calls or []:
+    calls = reply.choices[0].message.tool_calls or []
+    assert calls
+    for call in calls:
         _check_call(call, set(SCHEMAS))

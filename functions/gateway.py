@@ -59,6 +59,7 @@ from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.guard import AccessGuard
 from modelserve.shared.auth.tokens import TokenVerifier, bearer_token
 from modelserve.shared.cache import TtlCache
+from modelserve.shared.cache_scope import CACHE_SCOPE_HEADER, cache_scope
 from modelserve.shared.db import changes, repo
 from modelserve.shared.lifecycle import GONE, PIPELINE, ServerStatus
 from modelserve.shared.metrics import UNKNOWN_SERVER, GatewayMetrics
@@ -349,6 +350,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             label = seen.label
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             headers.update(tracing.headers(span))  # the runtime's spans are its children
+            # Whose prompt: the runtime shares cached prefixes only within one caller.
+            headers[CACHE_SCOPE_HEADER] = cache_scope(who.kind, who.key_id or who.subject)
             content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
             if prepared is not None:
                 content = prepared.body

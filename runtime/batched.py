@@ -122,6 +122,7 @@ class Job:
     max_tokens: int | None
     channel: Channel
     index: int = 0
+    scope: str = ""  # whose prompt: reuse stays within one (shared/cache_scope.py)
     gbnf: str | None = None
     logprobs: int | None = None  # None: not asked; else how many alternatives
     followers: list[Job] = field(default_factory=list)
@@ -306,9 +307,9 @@ class BatchedEngine:
             if job.cancelled:
                 self.scheduler.withdraw(job)
                 continue
-            match = self._cache.best(job.prompt, whole_only=not self._ranges)
+            match = self._cache.best(job.prompt, scope=job.scope, whole_only=not self._ranges)
             reused = match.length if match else 0
-            donor, ride = self._donor(job.prompt) if self._ranges else (None, 0)
+            donor, ride = self._donor(job) if self._ranges else (None, 0)
             if ride <= reused:  # a kept sequence serves as well, without waiting
                 donor, ride = None, 0
             committed = sum(len(j.prompt) - j.shared + len(j.generated) for j in self._active)
@@ -324,13 +325,15 @@ class BatchedEngine:
                     follower.waiting_on, follower.shared = job, len(job.prompt)
                     self._start(follower, None)
 
-    def _donor(self, prompt: Tokens) -> tuple[Job | None, int]:
-        """The running job whose prompt shares the longest prefix with ``prompt``, and
-        its length (never the last prompt token: its logits must be this job's own)."""
+    def _donor(self, rider: Job) -> tuple[Job | None, int]:
+        """The running job of the same scope whose prompt shares the longest prefix with
+        ``rider``'s, and its length (never the last prompt token: its logits must be
+        the rider's own)."""
+        prompt = rider.prompt
         best, length = None, 0
         for job in self._active:
-            if job.waiting_on is not None:  # a follower: its cells are its leader's
-                continue
+            if job.waiting_on is not None or job.scope != rider.scope:
+                continue  # a follower's cells are its leader's; another scope is private
             share = min(common_prefix(prompt, job.prompt), len(prompt) - 1)
             if share > length:
                 best, length = job, share
@@ -633,7 +636,7 @@ class BatchedEngine:
             job.chain.close()
         if kept:
             share = (job.kept_donor, job.shared) if job.kept_donor >= 0 else None
-            for sequence in self._cache.put(job.sequence, tokens, share):
+            for sequence in self._cache.put(job.sequence, tokens, share, job.scope):
                 self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
                 self._free_sequences.append(sequence)
                 self._forget_donor(sequence)

@@ -192,6 +192,7 @@ class LlamaEngine:
                     max_tokens=max_tokens,
                     channel=channel,
                     index=number * request.n + choice,
+                    scope=request.cache_scope,
                     gbnf=gbnf,
                     logprobs=top,
                 )

@@ -32,6 +32,7 @@ from modelserve.runtime.requests import (
 )
 from modelserve.runtime.scheduler import QueueFull, ShuttingDown
 from modelserve.shared import tracing
+from modelserve.shared.cache_scope import CACHE_SCOPE_HEADER
 
 PREFIXES = ("/openai/v1", "/v1")
 
@@ -156,6 +157,7 @@ class OpenAIRoutes:
 
     async def _generate(self, kind: str, request: GenerationRequest, raw: Request) -> Response:
         endpoint = "chat" if kind == "chat" else "completions"
+        request.scoped(raw.headers.get(CACHE_SCOPE_HEADER, ""))
         # The caller's trace (the gateway's span); a streamed answer ends it when it ends.
         span = tracing.start(f"runtime {endpoint}", raw.headers.get("traceparent"))
         streamed = False

@@ -63,21 +63,25 @@ class PrefixCache:
         self.capacity = capacity
         self._kept: OrderedDict[int, Tokens] = OrderedDict()
         self._shares: dict[int, tuple[int, int]] = {}  # sequence -> (donor, cells shared)
+        self._scopes: dict[int, str] = {}  # sequence -> whose prompts it holds
         self.cells = 0
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def best(self, prompt: Tokens, *, whole_only: bool = False) -> Match | None:
+    def best(self, prompt: Tokens, *, scope: str = "", whole_only: bool = False) -> Match | None:
         """The kept sequence sharing the longest prefix with ``prompt``, if worth it.
 
         At most ``len(prompt) - 1`` tokens are reused: the last prompt token is
         always decoded again, since its logits give the first completion token.
         ``whole_only``: only sequences that are wholly a prefix of the prompt (a
-        recurrent state can be continued from its end, never cut).
+        recurrent state can be continued from its end, never cut). Only sequences
+        kept for the same ``scope`` are looked at (``shared/cache_scope.py``).
         """
         best: Match | None = None
         for sequence, tokens in self._kept.items():
+            if self._scopes.get(sequence, "") != scope:
+                continue
             length = min(common_prefix(prompt, tokens), len(prompt) - 1)
             whole = length == len(tokens)
             if whole_only and not whole:
@@ -93,12 +97,19 @@ class PrefixCache:
     def tokens(self, sequence: int) -> Tokens:
         return self._kept[sequence]
 
-    def put(self, sequence: int, tokens: Tokens, share: tuple[int, int] | None = None) -> list[int]:
+    def put(
+        self,
+        sequence: int,
+        tokens: Tokens,
+        share: tuple[int, int] | None = None,
+        scope: str = "",
+    ) -> list[int]:
         """Keep ``sequence`` (sharing ``share[1]`` cells with kept ``share[0]``); returns
         the sequences evicted to stay within capacity."""
         if self.capacity == 0:
             return [sequence]
         self._kept[sequence] = tokens
+        self._scopes[sequence] = scope
         self.cells += len(tokens)
         if share is not None and share[0] in self._kept and share[1] > 0:
             shared = min(share[1], len(tokens))
@@ -115,6 +126,7 @@ class PrefixCache:
 
     def _remove(self, sequence: int) -> Tokens:
         tokens = self._kept.pop(sequence)
+        self._scopes.pop(sequence, None)
         _, shared = self._shares.pop(sequence, (-1, 0))
         self.cells -= len(tokens) - shared
         for other, (donor, count) in list(self._shares.items()):

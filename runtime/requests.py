@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from modelserve.runtime.logprobs import CHAT_TOP_MAX, COMPLETION_TOP_MAX
 from modelserve.runtime.sampling import MIN_P, TOP_K, SamplingParams
@@ -28,6 +28,17 @@ class _Body(BaseModel):
 
 class GenerationRequest(_Body):
     """What chat and completions share."""
+
+    _cache_scope: str = PrivateAttr(default="")
+
+    @property
+    def cache_scope(self) -> str:
+        """Whose prompt this is: prefix reuse stays within one scope
+        (``shared/cache_scope.py``). Set from the gateway's header, never the body."""
+        return self._cache_scope
+
+    def scoped(self, scope: str) -> None:
+        self._cache_scope = scope
 
     model: str
     temperature: float = Field(default=1.0, ge=0, le=2)

@@ -119,10 +119,13 @@ class InProcessEngine:
         )
         self.loop = asyncio.new_event_loop()
 
-    def complete(self, prompt: str | list[int], max_tokens: int, **fields: Any) -> dict[str, Any]:
+    def complete(
+        self, prompt: str | list[int], max_tokens: int, scope: str = "", **fields: Any
+    ) -> dict[str, Any]:
         request = CompletionRequest(
             model="m", prompt=prompt, max_tokens=max_tokens, temperature=0, **fields
         )
+        request.scoped(scope)
         return self._run("completion", request)
 
     def chat(

@@ -1,0 +1,80 @@
+"""Tenancy in the runtime: one caller's prompts never show in another's usage.
+
+A reused prefix shows in ``cached_tokens`` (and in the time to first token), so
+a shared prefix cache would tell a caller whether someone else's prompt began
+the same way. The gateway sends each request's scope (a hash of its credential,
+``shared/cache_scope.py``); the engine reuses kept and running sequences only
+within one scope. Checked in-process on a generated model, against the same
+requests in one scope as the control.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelserve.shared.cache_scope import cache_scope
+from modelserve.shared.gguf_synth import write_synthetic_gguf
+from support.engine import cached, in_process
+from support.reliability import Recorder
+
+pytestmark = pytest.mark.reliability("tenancy")
+SECRET = [1, *range(30, 90)]  # someone's system prompt, 61 tokens
+PROBE = [*SECRET, 100, 101]  # another caller guessing it
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_gguf(tmp_path_factory.mktemp("models") / "margin.gguf", "margin")
+
+
+def test_a_kept_prefix_is_reused_only_by_its_own_caller(model: Path, reliability: Recorder) -> None:
+    alice, mallory = cache_scope("key", "alice-key"), cache_scope("key", "mallory-key")
+    reliability.case(
+        "prefix cache across callers",
+        injected="a second caller sends a prompt starting with the first caller's kept one",
+        checked="cached_tokens 0 for the other caller; the owner's own repeat is reused",
+    )
+    with in_process(model, n_ctx=512, n_parallel=2, prefix_cache=4) as run:
+        run.complete(SECRET, 4, scope=alice)
+        probed = run.complete(PROBE, 4, scope=mallory)
+        own = run.complete(PROBE, 4, scope=alice)
+    assert cached(probed) == 0
+    assert cached(own) >= len(SECRET) - 1  # the control: the same request, its owner's
+
+
+def test_a_running_prompt_is_ridden_only_by_its_own_caller(
+    model: Path, reliability: Recorder
+) -> None:
+    import asyncio
+
+    from modelserve.runtime.requests import CompletionRequest
+
+    alice, mallory = cache_scope("user", "alice"), cache_scope("user", "mallory")
+    reliability.case(
+        "riding across callers",
+        injected="two callers send prompts sharing 61 tokens at the same moment",
+        checked="neither copies the other's cells; the same pair in one scope does",
+    )
+
+    def burst(scopes: list[str]) -> list[int]:
+        with in_process(model, n_ctx=512, n_parallel=4, prefix_cache=0) as run:
+
+            async def both() -> list[int]:
+                requests = []
+                for number, scope in enumerate(scopes):
+                    request = CompletionRequest(
+                        model="m", prompt=[*SECRET, 110 + number], max_tokens=4, temperature=0
+                    )
+                    request.scoped(scope)
+                    requests.append(request)
+                done = await asyncio.gather(
+                    *(run.engine.complete("completion", r) for r in requests)
+                )
+                return [usage.cached_tokens for _, usage in done]
+
+            return run.loop.run_until_complete(both())
+
+    assert sum(burst([alice, mallory])) == 0
+    assert sum(burst([alice, alice])) > 0  # the control: one caller's burst shares

@@ -11,6 +11,9 @@
 - Bodies stream both ways without buffering (a completion request's small JSON
   body is read first, to ask for its usage); when the client goes away the
   upstream request is closed, which stops the runtime's generation.
+- The client's Authorization never reaches a runtime; the gateway sends the
+  runtimes' internal credential in its place, which is all a runtime accepts
+  (runtime/internal_auth.py): a runtime reached any other way answers 401.
 - Completions are metered per server, user and key (``usage.py``): the answer's
   usage is read as it passes and written in batches, off the request's path.
 - No database read per request on the hot path: a server's route (status and
@@ -170,6 +173,9 @@ class GatewayDeps:
     max_body_bytes: int = 1024 * 1024  # settings.max_body_bytes
     # What /metrics serves; the embedded stack passes the process's one.
     registry: CollectorRegistry | None = None
+    # The runtimes' internal credential (settings.internal_token; the embedded stack makes
+    # one per start): sent as the only Authorization a runtime ever sees.
+    runtime_token: str | None = None
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
@@ -308,6 +314,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             label = seen.label
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             headers.update(tracing.headers(span))  # the runtime's spans are its children
+            if deps.runtime_token is not None:  # the client's own was dropped (HOP_BY_HOP)
+                headers["authorization"] = f"Bearer {deps.runtime_token}"
             hide_usage = False
             content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
             if metered:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Outcome = Literal["refused", "survived"]
-CATEGORIES = ("tokens", "hostile input", "ssrf", "faults", "load")
+CATEGORIES = ("tokens", "hostile input", "ssrf", "tenancy", "faults", "load")
 
 
 @dataclass

@@ -33,6 +33,8 @@ class Limits(BaseModel):
     max_memory_per_replica: Bytes | None = None
     max_model_size: Bytes | None = None
     max_context_length: int | None = Field(default=None, gt=0)
+    max_gpus_per_replica: int | None = Field(default=0, ge=0)
+    """GPUs are granted, never assumed: 0 unless the contract names a number (None: any)."""
 
     def merged(self, override: Limits) -> Limits:
         """This set with every bound that ``override`` sets replaced."""
@@ -75,6 +77,7 @@ class ResourceRequest(BaseModel):
     cpu: Cores = 1.0
     memory: Bytes | None = None
     context_length: int | None = Field(default=None, gt=0)
+    gpus: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,12 @@ def check(contract: ResourceContract, request: ResourceRequest, model: GGUFInfo)
             "cpu",
             f"{request.cpu:g} cores per replica requested; the limit is "
             f"{limits.max_cpu_per_replica:g}",
+        )
+    if limits.max_gpus_per_replica is not None and request.gpus > limits.max_gpus_per_replica:
+        violate(
+            "gpus",
+            f"{request.gpus} GPUs per replica requested; the limit is "
+            f"{limits.max_gpus_per_replica}",
         )
     if limits.max_model_size is not None and model.file_size > limits.max_model_size:
         violate(

@@ -34,6 +34,7 @@ from modelserve.shared.quantity import cpu_cores, memory_bytes
 
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 MANAGED_BY = "modelserve.dev/modelserve"
+OWNERS_INDEX = "modelserves_by_server"
 log = logging.getLogger(__name__)
 
 
@@ -198,7 +199,9 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             "created" if created else "up to date",
         )
 
-    @kopf.index(ms.GROUP, ms.VERSION, ms.PLURAL, registry=registry)
+    # An explicit id: kopf names a nested function's index by its qualified name, and
+    # passes each index to the handlers as a kwarg of that name.
+    @kopf.index(ms.GROUP, ms.VERSION, ms.PLURAL, id=OWNERS_INDEX, registry=registry)
     def modelserves_by_server(
         *, body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any
     ) -> dict[str, Owner]:
@@ -217,7 +220,7 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
         *, type: str, body: kopf.Body, namespace: str | None, **kwargs: Any
     ) -> None:
         # kopf passes every index as a kwarg named after it (not in its WatchingFn protocol).
-        owners: kopf.Index[str, Owner] = kwargs["modelserves_by_server"]
+        owners: kopf.Index[str, Owner] = kwargs[OWNERS_INDEX]
         with deps.metrics.track("inference_service_changed", kopf.TemporaryError):
             await _inference_service_changed(type, body, namespace, owners)
 

@@ -18,6 +18,9 @@
   path) is metered per server, user and key (``usage.py``): the answer's usage
   is read as it passes and written in batches, off the request's path. Under a
   budget a request's worst case must fit in what is left (``budget.py``).
+- The client's Authorization never reaches a runtime; the gateway sends the
+  runtimes' internal credential in its place, which is all a runtime accepts
+  (runtime/internal_auth.py): a runtime reached any other way answers 401.
 - No database read per request on the hot path: a server's route (status and
   runtime URL) is kept for ``auth_cache_ttl`` seconds and dropped the moment this
   process commits a change to its record (``Routes``); a JWT's verification is
@@ -187,6 +190,9 @@ class GatewayDeps:
     # What /metrics serves; the embedded stack passes the process's one.
     registry: CollectorRegistry | None = None
     metrics_token: str | None = None  # settings.metrics_token: /metrics with identities
+    # The runtimes' internal credential (settings.internal_token; the embedded stack makes
+    # one per start): sent as the only Authorization a runtime ever sees.
+    runtime_token: str | None = None
 
     def __post_init__(self) -> None:
         self.guard: AccessGuard = self.access_guard or AccessGuard(
@@ -352,6 +358,8 @@ def create_gateway(deps: GatewayDeps) -> FastAPI:
             headers.update(tracing.headers(span))  # the runtime's spans are its children
             # Whose prompt: the runtime shares cached prefixes only within one caller.
             headers[CACHE_SCOPE_HEADER] = cache_scope(who.kind, who.key_id or who.subject)
+            if deps.runtime_token is not None:  # the client's own was dropped (HOP_BY_HOP)
+                headers["authorization"] = f"Bearer {deps.runtime_token}"
             content: Any = _counted(request.stream(), deps.metrics.request_bytes.labels(label))
             if prepared is not None:
                 content = prepared.body

@@ -28,7 +28,7 @@ from modelserve.shared import logs, tracing
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
 from modelserve.shared.auth.users import ensure_admin
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
-from modelserve.shared.settings import load_settings
+from modelserve.shared.settings import SettingsError, env_name, load_settings
 from modelserve.shared.store.factory import make_store
 
 # How long the public servers keep an idle connection: longer than their clients
@@ -80,6 +80,12 @@ def gateway() -> FastAPI:
     logs.configure()
     tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     settings = load_settings()
+    if settings.mode == "kubernetes" and settings.internal_token is None:
+        # Every runtime refuses a request without it: fail at start, naming the fix.
+        raise SettingsError(
+            env_name("internal_token"),
+            "the gateway needs the runtimes' internal credential (kserve/runtime-token.yaml)",
+        )
     return create_gateway(
         GatewayDeps(
             verifier=TokenVerifier.from_settings(settings),
@@ -89,6 +95,9 @@ def gateway() -> FastAPI:
             max_body_bytes=settings.max_body_bytes,
             metrics_token=(
                 settings.metrics_token.get_secret_value() if settings.metrics_token else None
+            ),
+            runtime_token=(
+                settings.internal_token.get_secret_value() if settings.internal_token else None
             ),
         )
     )

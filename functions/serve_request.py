@@ -44,5 +44,5 @@ async def open_serve(
         ev.ServeRequested(request=request),
         source=source,
         subject=server,
-        token=issuer.pipeline_token(server, role=Role(request.role)),
+        token=issuer.pipeline_token(server, subject=request.requested_by, role=Role(request.role)),
     )

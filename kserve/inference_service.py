@@ -31,6 +31,21 @@ KSERVE_MODE_NAMES = {"Serverless": "Knative", "RawDeployment": "Standard"}
 # Knative scales at 70% of the target by default; the runtime's slots are the
 # real capacity, so a replica is added when they are all busy, not before.
 TARGET_UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
+# Only the gateway may reach a runtime. Knative mode: KServe copies the InferenceService's
+# labels onto the Knative Service, and Knative then publishes its Route on the
+# cluster-local gateway only (KServe's own ingress reconciler skips the external host for
+# it too). Standard mode: KServe creates no Ingress or HTTPRoute for the second label.
+# Checked against KServe v0.16.0 (pkg/constants: VisibilityLabel, NetworkVisibility).
+CLUSTER_LOCAL = {
+    "networking.knative.dev/visibility": "cluster-local",
+    "networking.kserve.io/visibility": "cluster-local",
+}
+# The runtime's internal credential (runtime/internal_auth.py): a Secret in the
+# server's namespace (kserve/runtime-token.yaml; the gateway gets the same value), read
+# into the pod's environment by the kubelet. Not optional: without it the pod does not
+# start, and a runtime listening beyond loopback refuses to start without a token.
+RUNTIME_TOKEN_SECRET = "modelserve-runtime-token"  # noqa: S105 - a name, not a secret
+RUNTIME_TOKEN_KEY = "token"  # noqa: S105 - a key name
 
 
 def isvc_name(server_uuid: uuid.UUID) -> str:
@@ -60,12 +75,22 @@ class ServerSpec:
 
 
 def _env(spec: ServerSpec) -> list[Any]:
-    from kubernetes.client import V1EnvVar
+    from kubernetes.client import V1EnvVar, V1EnvVarSource, V1SecretKeySelector
 
-    env = [V1EnvVar(name=env_name("model_name"), value=spec.model_name)]
+    env = [
+        V1EnvVar(name=env_name("model_name"), value=spec.model_name),
+        V1EnvVar(
+            name=env_name("internal_token"),
+            value_from=V1EnvVarSource(
+                secret_key_ref=V1SecretKeySelector(
+                    name=RUNTIME_TOKEN_SECRET, key=RUNTIME_TOKEN_KEY, optional=False
+                )
+            ),
+        ),
+    ]
     if spec.sha256:
         env.append(V1EnvVar(name=env_name("sha256"), value=spec.sha256))
-    for key, value in sorted(spec.runtime_args.items()):
+    for key, value in sorted(spec.runtime_args.items()):  # tunables only: never the token
         env.append(V1EnvVar(name=env_name(key), value=str(value)))
     return env
 
@@ -85,7 +110,11 @@ def build_inference_service(spec: ServerSpec) -> dict[str, Any]:
         metadata=V1ObjectMeta(
             name=isvc_name(spec.server_uuid),
             namespace=spec.namespace,
-            labels={"modelserve.dev/server-uuid": str(spec.server_uuid), **spec.labels},
+            labels={
+                "modelserve.dev/server-uuid": str(spec.server_uuid),
+                **spec.labels,
+                **CLUSTER_LOCAL,
+            },
             annotations={
                 DEPLOYMENT_MODE: KSERVE_MODE_NAMES.get(spec.deployment_mode, spec.deployment_mode),
                 TARGET_UTILIZATION: "100",

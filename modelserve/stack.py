@@ -141,11 +141,15 @@ async def run_stack(
     function_urls, function_servers = await asyncio.to_thread(_serve_functions, settings, registry)
     rules = triggers.pipeline_rules(resources.config_dir())
     broker = EmbeddedBroker(rules, function_urls.__getitem__, http)
+    # The runtimes' internal credential, new at every start: only this stack's gateway
+    # holds it, so a runtime's loopback port serves no one else on the machine.
+    runtime_token = secrets.token_hex(32)
     backend = LocalBackend(
         root=settings.data_dir / "modelserves",
         sessions=sessions,
         log_dir=settings.data_dir / "logs",
         metrics=BackendMetrics(registry),
+        runtime_token=runtime_token,
     )
     # The charts: Prometheus when one is named, else an hour of the stack's own samples.
     memory = MemorySeries()
@@ -186,6 +190,7 @@ async def run_stack(
         max_body_bytes=settings.max_body_bytes,
         registry=registry,
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+        runtime_token=runtime_token,
     )
     gateway = create_gateway(gateway_deps)
     public = uvicorn.Server(

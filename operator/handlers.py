@@ -3,6 +3,11 @@
 Handlers are registered on an explicit registry built from their dependencies
 (no module-level globals), so tests and the CLI run the same operator with
 their own settings.
+
+An InferenceService's status is trusted only from the one the operator made: in
+the ModelServe's namespace, named for its server, controlled (ownerReference uid)
+by that ModelServe, in the namespace the server's record names. Labels alone are
+anyone's to write.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 from opentelemetry.trace import SpanKind
@@ -29,6 +34,7 @@ from modelserve.shared.quantity import cpu_cores, memory_bytes
 
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 MANAGED_BY = "modelserve.dev/modelserve"
+OWNERS_INDEX = "modelserves_by_server"
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +83,15 @@ async def _move(
     elif status is ServerStatus.FAILED:
         deps.metrics.servers_failed.inc()
     return moved
+
+
+async def _namespace_of(deps: OperatorDeps, server: uuid.UUID) -> str | None:
+    """The namespace the server's record says it runs in (the apply step wrote it)."""
+    async with deps.sessions() as session:
+        try:
+            return (await repo.get_server(session, server)).namespace
+        except repo.NotFound:
+            return None
 
 
 async def _status_of(deps: OperatorDeps, server: uuid.UUID) -> ServerStatus | None:
@@ -140,6 +155,15 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
         if await _status_of(deps, spec.server_uuid) in lifecycle.GONE - {ServerStatus.FAILED}:
             log.info("%s/%s: server is being deleted; no InferenceService", namespace, name)
             return
+        home = await _namespace_of(deps, spec.server_uuid)
+        if home is not None and home != namespace:
+            # Another namespace's ModelServe naming this server (the admission webhook
+            # refuses it; this holds where the webhook is not installed): no
+            # InferenceService, and the server's record is not touched.
+            log.warning("%s/%s: server %s runs in %s", namespace, name, spec.server_uuid, home)
+            patch.status["phase"] = "Failed"
+            patch.status["message"] = f"server {spec.server_uuid} runs in namespace {home}"
+            return
         isvc = build_inference_service(server_spec(spec, name, namespace, deps.deployment_mode))
         kopf.adopt(isvc, owner=body)
         try:
@@ -175,20 +199,48 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             "created" if created else "up to date",
         )
 
+    # An explicit id: kopf names a nested function's index by its qualified name, and
+    # passes each index to the handlers as a kwarg of that name.
+    @kopf.index(ms.GROUP, ms.VERSION, ms.PLURAL, id=OWNERS_INDEX, registry=registry)
+    def modelserves_by_server(
+        *, body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any
+    ) -> dict[str, Owner]:
+        """server UUID -> the ModelServes naming it, from the watch (kopf fills every
+        index before any handler runs, so a restarted operator knows them all)."""
+        try:
+            server = uuid.UUID(str((body.get("spec") or {}).get("serverUuid")))
+        except ValueError:
+            return {}  # an empty dict: nothing indexed (None would be a value)
+        if namespace is None:
+            return {}
+        return {str(server): Owner(namespace, name, uid)}
+
     @kopf.on.event(*ISVC, labels={MANAGED_BY: kopf.PRESENT}, registry=registry)
     async def inference_service_changed(
-        *, type: str, body: kopf.Body, namespace: str | None, **_: Any
+        *, type: str, body: kopf.Body, namespace: str | None, **kwargs: Any
     ) -> None:
+        # kopf passes every index as a kwarg named after it (not in its WatchingFn protocol).
+        owners: kopf.Index[str, Owner] = kwargs[OWNERS_INDEX]
         with deps.metrics.track("inference_service_changed", kopf.TemporaryError):
-            await _inference_service_changed(type, body, namespace)
+            await _inference_service_changed(type, body, namespace, owners)
 
-    async def _inference_service_changed(type: str, body: kopf.Body, namespace: str | None) -> None:
+    async def _inference_service_changed(
+        type: str, body: kopf.Body, namespace: str | None, owners: kopf.Index[str, Owner]
+    ) -> None:
         # type None is kopf's initial listing (after a restart): as good as a change.
         if type == "DELETED" or namespace is None:
             return
         owner = body.metadata.labels.get(MANAGED_BY)
         server = body.metadata.labels.get(ms.SERVER_LABEL)
         if not owner or not server:
+            return
+        why_not = await _not_ours(deps, body, namespace, owner, server, owners)
+        if why_not is not None:
+            # Labels are anyone's to write: trusting them let any namespace reroute a
+            # server's traffic (its address into internal_url) or fail it for good.
+            log.warning(
+                "ignoring InferenceService %s/%s: %s", namespace, body.metadata.name, why_not
+            )
             return
         seen = observe(dict(body.get("status") or {}))
         await asyncio.to_thread(_patch_owner_status, objects, namespace, owner, seen)
@@ -210,6 +262,9 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
         assert namespace is not None
         spec = ms.spec_of(dict(body))
         isvc_name = ms.resource_name(spec.server_uuid)
+        home = await _namespace_of(deps, spec.server_uuid)
+        if home is not None and home != namespace:
+            return  # another namespace's ModelServe for this server: it made nothing
         await _move(
             deps,
             spec.server_uuid,
@@ -249,6 +304,8 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
         if namespace is None:
             return
         spec = ms.spec_of(dict(body))
+        if await _namespace_of(deps, spec.server_uuid) not in (None, namespace):
+            return  # not this server's pods
         sample = await asyncio.to_thread(
             _pod_usage, deps.api, namespace, ms.resource_name(spec.server_uuid)
         )
@@ -271,6 +328,51 @@ def build_registry(deps: OperatorDeps) -> kopf.OperatorRegistry:
             )
 
     return registry
+
+
+class Owner(NamedTuple):
+    """A ModelServe as the index keeps it: where it is and which object it is."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+async def _not_ours(
+    deps: OperatorDeps,
+    body: kopf.Body,
+    namespace: str,
+    owner: str,
+    server: str,
+    owners: kopf.Index[str, Owner],
+) -> str | None:
+    """Why this InferenceService is not the one the operator made for ``server``, or None.
+
+    Ours means: named for the server, in the namespace of a ModelServe that names the
+    server and carries the ``owner`` label's name, with that ModelServe (by uid) as its
+    controlling owner, and in the namespace the server's record says it runs in.
+    """
+    try:
+        server_uuid = uuid.UUID(server)
+    except ValueError:
+        return f"its {ms.SERVER_LABEL} label is not a UUID"
+    if body.metadata.name != ms.resource_name(server_uuid):
+        return f"it is not named {ms.resource_name(server_uuid)}"
+    claimed = [o for o in owners.get(str(server_uuid), []) if o.namespace == namespace]
+    modelserve = next((o for o in claimed if o.name == owner), None)
+    if modelserve is None:
+        return f"no ModelServe {namespace}/{owner} serves {server_uuid}"
+    controllers = [
+        ref
+        for ref in body.get("metadata", {}).get("ownerReferences") or []
+        if ref.get("controller") and ref.get("kind") == ms.KIND
+    ]
+    if [ref.get("uid") for ref in controllers] != [modelserve.uid]:
+        return f"it is not controlled by ModelServe {namespace}/{owner} ({modelserve.uid})"
+    home = await _namespace_of(deps, server_uuid)  # None: no record, or not applied yet
+    if home is not None and home != namespace:
+        return f"server {server_uuid} runs in namespace {home}"
+    return None
 
 
 async def sweep_deletions(deps: OperatorDeps, every: float = 10.0) -> None:

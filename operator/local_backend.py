@@ -15,6 +15,9 @@ It reads the ModelServe documents the pipeline's local applier writes
 Each server's runtime output (stdout and stderr, every start appended) is kept
 in ``<log_dir>/<server-uuid>.log``; ``log_tail`` reads its end for the API.
 
+Every runtime gets the backend's ``runtime_token`` (the gateway's) in its
+environment and answers nothing without it (runtime/internal_auth.py).
+
 Starting a server continues the serve's trace (the ModelServe's traceparent
 annotation): a "runtime start" span, whose traceparent the runtime gets in
 ``TRACEPARENT`` for its own "load" span.
@@ -50,6 +53,7 @@ from modelserve.shared.db import repo
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.metrics import BackendMetrics
 from modelserve.shared.net import free_port
+from modelserve.shared.runtime_params import env_name
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,10 @@ class LocalBackend:
     max_backoff: float = 30.0
     usage_interval: float = 2.0
     env: dict[str, str] = field(default_factory=dict)
+    # The runtimes' internal credential (the gateway's runtime_token): each runtime
+    # refuses any request without it, so another local user reaching its loopback
+    # port gets nothing. In the environment, never in argv (ps shows argv to everyone).
+    runtime_token: str | None = None
     clock: Callable[[], float] = time.monotonic
     servers: dict[uuid.UUID, Supervised] = field(default_factory=dict)
     # What is scraped; a field (not made in __post_init__), so replace() keeps it.
@@ -256,6 +264,9 @@ class LocalBackend:
             item.failed = "the server is gone"
             return
         env = {**os.environ, **self.env}
+        env.pop(env_name("internal_token"), None)  # only ever the one this backend holds
+        if self.runtime_token is not None:
+            env[env_name("internal_token")] = self.runtime_token
         if traceparent := tracing.current_traceparent():  # the runtime's load span's parent
             env[tracing.TRACEPARENT_ENV] = traceparent
         item.process = _spawn(self._argv(item), item.log_path, env)

@@ -82,6 +82,7 @@ async def operate(
                 contract=load_contract(settings.contract_file),
                 sessions=deps.sessions,
                 auth_cache_ttl=settings.auth_cache_ttl_seconds,
+                bucket=settings.bucket,
             ),
         )
     kubeconfig = settings.kubeconfig

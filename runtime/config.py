@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelserve.shared.runtime_params import DEFAULT_N_BATCH, RuntimeTunables
 from modelserve.shared.slots import MAX_SEQUENCES, default_n_parallel
@@ -36,6 +37,11 @@ class RuntimeConfig(RuntimeTunables):
     port: int = Field(default=8080, ge=1, le=65535)
     """HTTP port."""
 
+    internal_token: str | None = Field(default=None, min_length=32, repr=False)
+    """The gateway's credential: every request but the probes and /metrics must carry
+    ``Authorization: Bearer <it>`` (401 otherwise). Required unless the server listens on
+    loopback only. Give it in the environment, never on the command line."""
+
     download_dir: Path = Path("/tmp/modelserve-models")  # noqa: S108 - a cache, not a secret
     """Where an s3:// model is downloaded to."""
 
@@ -52,6 +58,21 @@ class RuntimeConfig(RuntimeTunables):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("must be 64 hexadecimal characters")
         return value
+
+    @field_validator("internal_token", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # An empty Secret value is no credential: it counts as missing, and fails below.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _credential_beyond_loopback(self) -> RuntimeConfig:
+        if self.internal_token is None and not _loopback(self.host):
+            raise ValueError(
+                f"internal_token is required when listening on {self.host} (beyond loopback):"
+                " without it anyone who reaches the port is served"
+            )
+        return self
 
     def slots(self) -> int:
         """``n_parallel``, or the default for where the layers run."""
@@ -75,6 +96,15 @@ class RuntimeConfig(RuntimeTunables):
             raise RuntimeConfigError(f"chat_template_file: cannot read {path}: {reason}") from None
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_config(**values: object) -> RuntimeConfig:
     """Validate; the first problem becomes a RuntimeConfigError naming the parameter."""
     given = {k: v for k, v in values.items() if v is not None}
@@ -86,7 +116,8 @@ def build_config(**values: object) -> RuntimeConfig:
         config = RuntimeConfig.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
         raise RuntimeConfigError(f"invalid runtime parameters: {problems}") from None
     if config.n_batch > config.n_ctx:

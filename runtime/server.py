@@ -10,6 +10,7 @@ from opentelemetry.trace import SpanKind
 
 from modelserve.runtime.config import RuntimeConfig
 from modelserve.runtime.engine import LlamaEngine
+from modelserve.runtime.internal_auth import InternalCredential
 from modelserve.runtime.metrics import default_metrics
 from modelserve.runtime.model import LlamaCppModel
 from modelserve.runtime.openai_api import OpenAIRoutes
@@ -53,6 +54,8 @@ def serve(config: RuntimeConfig, traceparent: str | None = None) -> None:
     # Registered before KServe adds its own routes at start, so ours answer
     # /v1/models (OpenAI's shape, with KServe's fields alongside).
     app.include_router(OpenAIRoutes(model.engine, config.model_name).router())
+    if config.internal_token is not None:  # every route but the probes: the gateway's only
+        app.add_middleware(InternalCredential, token=config.internal_token)
     rest = RESTServer(
         FASTAPI_APP_IMPORT_STRING,
         server.dataplane,

@@ -34,6 +34,8 @@ class Limits(BaseModel):
     max_memory_per_replica: Bytes | None = None
     max_model_size: Bytes | None = None
     max_context_length: int | None = Field(default=None, gt=0)
+    max_gpus_per_replica: int | None = Field(default=0, ge=0)
+    """GPUs are granted, never assumed: 0 unless the contract names a number (None: any)."""
 
     def merged(self, override: Limits) -> Limits:
         """This set with every bound that ``override`` sets replaced."""
@@ -79,6 +81,7 @@ class ResourceRequest(BaseModel):
     type_k: CacheType = CacheType.F16
     type_v: CacheType = CacheType.F16
     """The KV cache's element types (runtime parameters): a quantized cache needs less."""
+    gpus: int = Field(default=0, ge=0)
 
     def estimate(self, model: GGUFInfo, context: int) -> int:
         """Bytes ``model`` needs at ``context`` tokens with this request's cache types."""
@@ -133,6 +136,12 @@ def check(contract: ResourceContract, request: ResourceRequest, model: GGUFInfo)
             "cpu",
             f"{request.cpu:g} cores per replica requested; the limit is "
             f"{limits.max_cpu_per_replica:g}",
+        )
+    if limits.max_gpus_per_replica is not None and request.gpus > limits.max_gpus_per_replica:
+        violate(
+            "gpus",
+            f"{request.gpus} GPUs per replica requested; the limit is "
+            f"{limits.max_gpus_per_replica}",
         )
     if limits.max_model_size is not None and model.file_size > limits.max_model_size:
         violate(

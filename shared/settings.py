@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
     """Base URL users reach the gateway at; servers live at ``<base>/<server-uuid>``."""
 
+    internal_token: SecretStr | None = None
+    """The runtimes' internal credential (at least 32 bytes): the gateway sends it to every
+    runtime, which refuses every other request but its probes. Kubernetes: the Secret
+    ``modelserve-runtime-token`` (kserve/runtime-token.yaml), which the operator also
+    points each runtime at; the embedded stack makes one per start."""
+
     namespace: str = "modelserve"
     """Kubernetes namespace for ModelServe resources."""
 
@@ -262,6 +268,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
+        token = self.internal_token.get_secret_value() if self.internal_token else None
+        if token is not None and len(token.encode()) < MIN_JWT_SECRET_BYTES:
+            # Even in dev mode: every runtime would refuse it and answer nobody.
+            raise SettingsError(
+                env_name("internal_token"),
+                f"is {len(token.encode())} bytes; at least {MIN_JWT_SECRET_BYTES} are required",
+            )
         if self.dev:
             return self
         for field, value in (
@@ -273,6 +286,7 @@ class Settings(BaseSettings):
             ("catalog_token", self.catalog_token),
             ("catalog_access_key", self.catalog_access_key),
             ("catalog_secret_key", self.catalog_secret_key),
+            ("internal_token", self.internal_token),
         ):
             if value is not None and value.get_secret_value().strip().lower() in SAMPLE_SECRETS:
                 raise SettingsError(

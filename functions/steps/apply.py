@@ -10,7 +10,6 @@ from modelserve.functions.steps.context import StepContext, Superseded
 from modelserve.shared import events as ev
 from modelserve.shared import lifecycle, tracing
 from modelserve.shared import modelserve as ms
-from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
 
 STEP = "apply"
@@ -20,7 +19,14 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     approved = ev.payload(event, ev.ContractApproved)
     request, model, server = approved.request, approved.model, ev.subject_uuid(event)
     namespace = request.namespace or ctx.settings.namespace
-    await ctx.advance(server, ServerStatus.APPLYING, status_message="applying the ModelServe")
+    # The namespace first: the admission webhook admits a ModelServe for this server
+    # only there (a replayed token cannot place a second one elsewhere).
+    await ctx.advance(
+        server,
+        ServerStatus.APPLYING,
+        status_message="applying the ModelServe",
+        namespace=namespace,
+    )
     spec = ms.ModelServeSpec(
         server_uuid=server,
         model_name=model.model_name,
@@ -39,7 +45,7 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     manifest = ms.manifest(
         spec,
         namespace,
-        auth_token=ctx.token_for(event, Role(request.role)),
+        auth_token=ctx.token_for(event),  # the requester and role the chain was started with
         traceparent=tracing.current_traceparent(),  # this step's span: the operator's parent
     )
     resource, created = await ctx.applier.apply(manifest)

@@ -16,9 +16,8 @@ from modelserve.functions.appliers import Applier
 from modelserve.functions.catalog.base import Catalog
 from modelserve.shared import events as ev
 from modelserve.shared import lifecycle
-from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.auth.tokens import Claims, TokenIssuer, TokenVerifier
 from modelserve.shared.contract import ResourceContract
-from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.metrics import StepMetrics
 from modelserve.shared.settings import Settings
@@ -69,13 +68,21 @@ class StepContext:
     # A field, not made in __post_init__: dataclasses.replace keeps the same one.
     metrics: StepMetrics = field(default_factory=lambda: StepMetrics(CollectorRegistry()))
 
-    def token_for(self, event: CloudEvent, role: Role | None = None) -> str | None:
-        """A fresh pipeline token for the next event, or the incoming one if we can't sign.
+    def requester(self, event: CloudEvent) -> Claims:
+        """Who asked for this serve and with which role: the verified claims of the
+        event's pipeline token (the runner verified it before the step ran), never the
+        event's data, which any holder of a broker connection could have written."""
+        return ev.verify_event(event, self.verifier)
 
-        ``role`` (the requester's) lets the admission webhook apply that role's limits.
-        """
+    def token_for(self, event: CloudEvent) -> str | None:
+        """A fresh pipeline token for the next event, bound to the same server, requester
+        and role as the incoming one; or the incoming one if we can't sign."""
         if self.issuer is not None:
-            return self.issuer.pipeline_token(ev.subject_uuid(event), role=role)
+            claims = self.requester(event)
+            assert claims.role is not None  # verify_pipeline refuses a token without one
+            return self.issuer.pipeline_token(
+                ev.subject_uuid(event), subject=claims.subject, role=claims.role
+            )
         token = event.get(ev.TOKEN_ATTRIBUTE)
         return str(token) if token else None
 

@@ -9,7 +9,6 @@ from modelserve.functions.steps.context import StepContext, StepFailure
 from modelserve.shared import events as ev
 from modelserve.shared.contract import ResourceRequest, check, enforce
 from modelserve.shared.db import repo
-from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import info_from_facts
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.modelserve import RuntimeParams
@@ -39,7 +38,7 @@ async def handle(event: CloudEvent, ctx: StepContext) -> CloudEvent:
     try:
         wanted = ResourceRequest.model_validate(
             {
-                "role": Role(request.role),
+                "role": ctx.requester(event).role,  # the verified claim, not the event's data
                 "namespace": request.namespace or ctx.settings.namespace,
                 "replicas": request.replicas,
                 "max_replicas": request.max_replicas,

@@ -4,7 +4,7 @@ Three kinds of token share one key set and differ in audience:
 
 - access tokens for people and services (audience = ``jwt_audience``, with a role);
 - internal pipeline tokens carried by CloudEvents (audience ``modelserve-pipeline``),
-  short-lived, optionally bound to one server UUID;
+  short-lived, bound to one server UUID, the requester (``sub``) and their role;
 - server-scoped tokens whose audience is one server UUID: they open that server's
   gateway endpoint and nothing else.
 
@@ -164,15 +164,17 @@ class TokenIssuer:
             role=Role(role).value,
         )
 
-    def pipeline_token(
-        self, server_uuid: uuid.UUID, subject: str = "pipeline", role: Role | None = None
-    ) -> str:
-        """An internal token for one server's pipeline; ``role`` is the requester's."""
-        extra: dict[str, Any] = {"sid": str(server_uuid)}
-        if role is not None:
-            extra["role"] = Role(role).value
+    def pipeline_token(self, server_uuid: uuid.UUID, *, subject: str, role: Role) -> str:
+        """An internal token for one server's pipeline, bound to who asked for it
+        (``sub``) and their role: the steps and the admission webhook read both from
+        here, never from the event's data."""
         return self._sign(
-            subject, PIPELINE_AUDIENCE, TokenKind.PIPELINE, self._pipeline_ttl, **extra
+            subject,
+            PIPELINE_AUDIENCE,
+            TokenKind.PIPELINE,
+            self._pipeline_ttl,
+            sid=str(server_uuid),
+            role=Role(role).value,
         )
 
     def server_token(
@@ -277,6 +279,8 @@ class TokenVerifier:
         claims = self.decode(token, PIPELINE_AUDIENCE)
         if claims.kind is not TokenKind.PIPELINE:
             raise InvalidToken("a pipeline token is required")
+        if claims.role is None or claims.server_uuid is None:
+            raise InvalidToken("a pipeline token binds a server and the requester's role")
         if server_uuid is not None and claims.server_uuid != server_uuid:
             raise Forbidden(f"the pipeline token belongs to another server, not {server_uuid}")
         return claims

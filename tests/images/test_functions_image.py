@@ -16,6 +16,7 @@ import pytest
 
 from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
+from modelserve.shared.db.models import Role
 from modelserve.shared.net import free_port
 from support.containers import Platform, manifest_pod, run_container
 from support.kube import KubeCluster
@@ -76,7 +77,9 @@ async def test_availability_function_answers_serve_requested_with_model_missing(
             ev.ServeRequested(request=request),
             source="/tests",
             subject=server,
-            token=TokenIssuer.from_settings(platform.settings).pipeline_token(server),
+            token=TokenIssuer.from_settings(platform.settings).pipeline_token(
+                server, subject="alice", role=Role.OPERATOR
+            ),
         )
         headers, body = ev.encode_binary(event)
         async with httpx.AsyncClient(timeout=60) as http:

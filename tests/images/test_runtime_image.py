@@ -2,12 +2,14 @@
 
 The container is the one of kserve/'s ClusterServingRuntime (image, command,
 args, env, securityContext); the test plays KServe's part: the storage
-initializer's /mnt/models (the generated model, read-only) and the model name the
-InferenceService fills into ``{{.Name}}``.
+initializer's /mnt/models (the generated model, read-only), the model name the
+InferenceService fills into ``{{.Name}}``, and the internal credential its Secret
+gives the pod (the runtime, on 0.0.0.0, refuses to start without one).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from support.waiting import eventually
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 SERVING_RUNTIME = ROOT / "kserve" / "cluster-serving-runtime.yaml"
 NO_EOS = {"2": -100}  # token 2 is </s>: the stream runs to max_tokens
+TOKEN = secrets.token_hex(32)  # kserve/runtime-token.yaml's value, as the gateway sends it
 
 
 @pytest.fixture
@@ -42,6 +45,7 @@ def runtime_container(
     container = run_container(
         pod,
         replace={"{{.Name}}": "demo"},
+        env={"MODELSERVE_RUNTIME_INTERNAL_TOKEN": TOKEN},
         volumes=[(models, "/mnt/models")],
         publish={8080: port},
     )
@@ -66,7 +70,7 @@ async def test_runtime_image_streams_a_chat_to_the_openai_client(
             return False
 
     await eventually(ready, 120, explain=container.logs)
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
     stream = client.chat.completions.create(
         model="demo",
         messages=[{"role": "user", "content": "Hello from a container"}],

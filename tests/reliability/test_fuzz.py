@@ -36,6 +36,7 @@ from modelserve.runtime.requests import ChatRequest, CompletionRequest, Embeddin
 from modelserve.shared import events as ev
 from modelserve.shared.auth.errors import AuthError
 from modelserve.shared.auth.tokens import TokenIssuer, TokenVerifier
+from modelserve.shared.db.models import Role
 from modelserve.shared.gguf_inspect import GGUFError, GGUFInfo, inspect_gguf
 from modelserve.shared.settings import load_settings
 from support.reliability import Recorder
@@ -141,7 +142,9 @@ def test_fuzz_cloudevent_decoding(reliability: Recorder, fuzz_seconds: float) ->
     app_settings = load_settings(jwt_secret=secrets.token_hex(24))
     verifier = TokenVerifier.from_settings(app_settings)
     server = uuid.uuid4()
-    token = TokenIssuer.from_settings(app_settings).pipeline_token(server)
+    token = TokenIssuer.from_settings(app_settings).pipeline_token(
+        server, subject="alice", role=Role.OPERATOR
+    )
     decoded = [0]
 
     def check(headers: dict[str, str], body: bytes) -> None:

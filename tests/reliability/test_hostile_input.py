@@ -26,7 +26,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
-from modelserve.shared.db.models import ModelRecord, ProcessedEvent, ServerRecord
+from modelserve.shared.db.models import ModelRecord, ProcessedEvent, Role, ServerRecord
 from modelserve.shared.gguf_inspect import GGUFError, inspect_gguf
 from modelserve.shared.settings import load_settings
 from support.gguf_corpus import broken_ggufs
@@ -353,7 +353,7 @@ def malformed_events(settings: Any) -> dict[str, tuple[dict[str, str], bytes, se
         ev.ServeRequested(request=ev.ServeRequest(model="demo", requested_by="a", role="viewer")),
         source="/reliability",
         subject=server,
-        token=issuer.pipeline_token(server),
+        token=issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR),
     )
     headers, body = ev.encode_binary(good)
     s_headers, s_body = ev.encode_structured(good)

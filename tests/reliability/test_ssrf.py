@@ -30,6 +30,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
+from modelserve.shared.db.models import Role
 from modelserve.shared.lifecycle import ServerStatus
 from modelserve.shared.settings import load_settings
 from modelserve.shared.store.factory import make_store
@@ -134,7 +135,7 @@ def mirror_each(
                 ),
                 source="/reliability",
                 subject=server,
-                token=issuer.pipeline_token(server),
+                token=issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR),
             )
             reply = deliver(functions.urls, "signed-url", event)
             if reply["type"] == ev.MODEL_URL_SIGNED:

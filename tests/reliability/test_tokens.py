@@ -28,7 +28,7 @@ from modelserve.shared import events as ev
 from modelserve.shared.auth.tokens import TokenIssuer
 from modelserve.shared.db.engine import make_engine, make_sessionmaker
 from modelserve.shared.db.migrate import upgrade
-from modelserve.shared.db.models import ProcessedEvent, ServerRecord, User
+from modelserve.shared.db.models import ProcessedEvent, Role, ServerRecord, User
 from modelserve.shared.settings import Settings, load_settings
 from support.pipeline import Functions, running_functions
 from support.records import new_server
@@ -283,7 +283,9 @@ def test_each_step_runs_for_its_pipeline_token(steps: Steps) -> None:
     """The control: a good token reaches every step's handler (the spy)."""
     issuer = TokenIssuer.from_settings(steps.settings)
     for step in registry.STEPS:
-        answer = steps.post(step, issuer.pipeline_token(steps.server))
+        answer = steps.post(
+            step, issuer.pipeline_token(steps.server, subject="alice", role=Role.OPERATOR)
+        )
         assert answer.status_code == 202, f"{step}: {answer.status_code} {answer.text}"
     assert steps.calls == list(registry.STEPS)
     steps.calls.clear()

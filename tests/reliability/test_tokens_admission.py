@@ -66,7 +66,10 @@ async def test_hostile_tokens_at_the_admission_webhook(
         return await answer(webhook, VALIDATE_ID, review(modelserve(token, server)))
 
     # The controls: the pipeline's token and an operator's are admitted, and looked up.
-    for token in (issuer.pipeline_token(server), issuer.access_token("alice", Role.OPERATOR)):
+    for token in (
+        issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR),
+        issuer.access_token("alice", Role.OPERATOR),
+    ):
         assert (await verdict(token))["allowed"] is True
     assert len(lookups) == 2
     dora = issuer.access_token("dora", Role.OPERATOR)

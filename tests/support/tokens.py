@@ -73,11 +73,15 @@ def hostile_tokens(
         "wrong-issuer": signed(iss="evil"),
     }
     if door == "user":
-        tokens["pipeline-token"] = issuer.pipeline_token(server)
+        tokens["pipeline-token"] = issuer.pipeline_token(
+            server, subject="alice", role=Role.OPERATOR
+        )
         tokens["other-server"] = issuer.server_token(uuid.uuid4(), "eve")
     else:
         tokens["access-token"] = issuer.access_token("root", Role.ADMIN)
-        tokens["other-server"] = issuer.pipeline_token(uuid.uuid4())
+        tokens["other-server"] = issuer.pipeline_token(
+            uuid.uuid4(), subject="alice", role=Role.OPERATOR
+        )
         tokens["server-scoped"] = issuer.server_token(server, "eve")
     return tokens
 

@@ -26,7 +26,7 @@ def requested(server: uuid.UUID) -> CloudEvent:
         ev.ServeRequested(request=REQUEST),
         source="/api",
         subject=server,
-        token=ISSUER.pipeline_token(server),
+        token=ISSUER.pipeline_token(server, subject="alice", role=Role.OPERATOR),
     )
 
 

@@ -16,6 +16,7 @@ from modelserve.cli import app
 from modelserve.kserve.inference_service import ServerSpec, build_inference_service, isvc_name
 from modelserve.kserve.schema import check, problems
 from modelserve.runtime.config import RuntimeConfig
+from modelserve.runtime.internal_auth import OPEN_PATHS
 
 KSERVE_DIR = Path(__file__).resolve().parents[2] / "kserve"
 KINDS = {
@@ -87,6 +88,17 @@ def test_runtime_args_and_env_exist_in_the_runtime(container: dict[str, Any]) ->
         assert env["name"].removeprefix("MODELSERVE_RUNTIME_").lower() in fields
     probes = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
     assert probes == {"/v2/health/ready", "/v2/health/live"}
+    # The probes carry no credential: the runtime lets exactly these through.
+    assert probes <= OPEN_PATHS
+
+
+def test_both_runtimes_run_locked_down() -> None:
+    """Read-only root, no capabilities, no escalation, not root: the GPU one as the CPU one."""
+    cpu, gpu = runtime_containers()
+    assert cpu["securityContext"] == gpu["securityContext"]
+    assert gpu["securityContext"]["readOnlyRootFilesystem"] is True
+    assert gpu["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert gpu["securityContext"]["allowPrivilegeEscalation"] is False
 
 
 def test_gpu_runtime_offloads_every_layer_to_a_gpu() -> None:
@@ -135,13 +147,27 @@ def test_built_inference_service() -> None:
     assert model["modelFormat"] == {"name": "gguf"}
     assert model["storageUri"] == "s3://models/demo/demo.gguf"
     assert model["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
-    env = {e["name"]: e["value"] for e in model["env"]}
+    env = {e["name"]: e.get("value") for e in model["env"]}
     assert env == {
         "MODELSERVE_RUNTIME_MODEL_NAME": "demo",
+        "MODELSERVE_RUNTIME_INTERNAL_TOKEN": None,  # from the Secret, never in the spec
         "MODELSERVE_RUNTIME_SHA256": "a" * 64,
         "MODELSERVE_RUNTIME_N_CTX": "4096",
     }
+    (token,) = [e for e in model["env"] if e["name"] == "MODELSERVE_RUNTIME_INTERNAL_TOKEN"]
+    assert token["valueFrom"] == {
+        "secretKeyRef": {"name": "modelserve-runtime-token", "key": "token", "optional": False}
+    }
+    # Reachable only inside the cluster, in both of KServe's deployment modes.
+    assert meta["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+    assert meta["labels"]["networking.kserve.io/visibility"] == "cluster-local"
     assert problems(isvc, "V1beta1InferenceService") == []
+
+
+def test_the_runtime_token_secret_ships_empty_and_names_what_the_isvc_reads() -> None:
+    secret = dict(manifests())["runtime-token.yaml:Secret"]
+    assert secret["metadata"]["name"] == "modelserve-runtime-token"
+    assert secret["stringData"] == {"token": ""}, "no sample secret ships"
 
 
 @pytest.mark.parametrize(

@@ -37,5 +37,5 @@ def test_gpu_default_and_explicit_n_parallel() -> None:
     assert predictor(build_inference_service(spec(gpus=1)))["containerConcurrency"] == 16
     manifest = build_inference_service(spec(runtime_args={"n_parallel": 6}))
     assert predictor(manifest)["containerConcurrency"] == 6
-    env = {e["name"]: e["value"] for e in predictor(manifest)["model"]["env"]}  # type: ignore[index]
+    env = {e["name"]: e.get("value") for e in predictor(manifest)["model"]["env"]}  # type: ignore[index]
     assert env["MODELSERVE_RUNTIME_N_PARALLEL"] == "6"  # the runtime gets the same number

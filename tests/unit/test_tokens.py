@@ -241,7 +241,7 @@ def test_jwks_verification(jwks_server: tuple[str, bytes]) -> None:
 def test_pipeline_tokens_have_their_own_audience_and_server() -> None:
     issuer, verifier = hs_pair()
     server = uuid.uuid4()
-    token = issuer.pipeline_token(server)
+    token = issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR)
     assert verifier.verify_pipeline(token, server).audience == PIPELINE_AUDIENCE
     with pytest.raises(Forbidden, match="another server"):
         verifier.verify_pipeline(token, uuid.uuid4())

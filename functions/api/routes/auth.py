@@ -18,6 +18,10 @@ from modelserve.shared.auth.tokens import KeySet, bearer_token, public_jwks
 from modelserve.shared.db import repo
 from modelserve.shared.db.models import Role
 
+# What the ingress lets through with no credential: signing in, the public keys, health.
+ANONYMOUS = frozenset({"/auth/token", "/.well-known/jwks.json", "/healthz"})
+EXT_AUTHZ_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
 
 def router(deps: ApiDeps) -> APIRouter:
     api = APIRouter(tags=["auth"])
@@ -65,14 +69,27 @@ def router(deps: ApiDeps) -> APIRouter:
 
     @api.get("/auth")
     async def ext_authz(request: Request) -> Response:
-        """For Envoy ext-authz / Traefik ForwardAuth: 200 with identity headers, or 401/403.
+        """For Traefik ForwardAuth (and Envoy told to ask one fixed path): 200 with identity
+        headers, or 401/403, for the path in ``X-Forwarded-Uri`` / ``X-Original-Uri``.
 
         A server's path takes a JWT or an API key; any other path an access token.
         """
-        token = bearer_token(request.headers.get("authorization"))
         original = (
             request.headers.get("x-forwarded-uri") or request.headers.get("x-original-uri") or ""
         )
+        return await check(request, original)
+
+    @api.api_route("/auth/{path:path}", methods=EXT_AUTHZ_METHODS, include_in_schema=False)
+    async def ext_authz_prefixed(path: str, request: Request) -> Response:
+        """For Kourier (Envoy's HTTP ext-authz with a path prefix): it asks at ``/auth`` +
+        the original path, with the original method, and no body. The same rule as
+        ``GET /auth``; routes declared before this one (``POST /auth/token``) win."""
+        return await check(request, f"/{path}")
+
+    async def check(request: Request, original: str) -> Response:
+        if original.split("?", 1)[0] in ANONYMOUS:
+            return Response(status_code=200)  # sign-in, keys, health: no identity to add
+        token = bearer_token(request.headers.get("authorization"))
         first = original.lstrip("/").split("/", 1)[0]
         try:
             try:

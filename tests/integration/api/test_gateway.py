@@ -133,6 +133,28 @@ async def test_auth_endpoint_answers_with_identity(stack: Any) -> None:
     assert api.status_code == 200 and api.headers["x-auth-role"] == "viewer"
 
 
+async def test_auth_answers_envoys_prefixed_check_with_the_same_rule(stack: Any) -> None:
+    """Kourier's Envoy asks at ``/auth`` + the original path, with the original method
+    (config/optional/kourier-extauthz.yaml)."""
+    server = uuid.uuid4()
+    scoped = {"Authorization": f"Bearer {stack.issuer.server_token(server, 'ci-bot')}"}
+    ok = await stack.http.post(f"{stack.api}/auth/{server}/v1/chat/completions", headers=scoped)
+    assert ok.status_code == 200
+    assert (ok.headers["x-auth-subject"], ok.headers["x-auth-kind"]) == ("ci-bot", "server")
+    other = await stack.http.post(f"{stack.api}/auth/{uuid.uuid4()}/v1/models", headers=scoped)
+    assert other.status_code in (401, 403)  # scoped to another server
+    assert (await stack.http.get(f"{stack.api}/auth/servers")).status_code == 401
+    viewer = {"Authorization": f"Bearer {stack.issuer.access_token('vic', Role.VIEWER)}"}
+    listed = await stack.http.get(f"{stack.api}/auth/servers", headers=viewer)
+    assert listed.status_code == 200 and listed.headers["x-auth-role"] == "viewer"
+    # Signing in needs no credential at the ingress; it still reaches the real login.
+    assert (await stack.http.post(f"{stack.api}/auth/auth/token")).status_code == 200
+    login = await stack.http.post(
+        f"{stack.api}/auth/token", data={"username": "vic", "password": "wrong-password"}
+    )
+    assert login.status_code == 401
+
+
 async def test_a_runtime_that_dies_is_a_502_to_retry_or_an_error_event(stack: Any) -> None:
     """A runtime killed before it answers: 502 with Retry-After (the backend brings it
     back in seconds). Killed mid-stream: the stream ends with an error event, never

@@ -7,6 +7,7 @@ overwrite. This one is started for this folder's tests and stopped after them.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = ["pipeline_factory", "tiny_gguf"]
 CONFIG = ROOT / "config"
 NAMESPACE = "modelserve"  # config/namespace.yaml, kserve/storage.yaml
 MINIO_SECRET = "modelserve-minio"  # kserve/storage.yaml
+RUNTIME_TOKEN_SECRET = "modelserve-runtime-token"  # kserve/runtime-token.yaml
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe renders
 # The queue-proxy .ci/build-knative builds (ko.local: Knative's name for local builds).
 QUEUE_IMAGE = "ko.local/knative-queue:v0.50.0"
@@ -86,12 +88,21 @@ def kube(kserve_cluster: tuple[KubeCluster, KServeController]) -> KubeCluster:
 
 
 @pytest.fixture(scope="package")
-def installed(kube: KubeCluster, minio_server: MinioServer) -> Iterator[client.ApiClient]:
+def runtime_token() -> str:
+    """What the admin fills into kserve/runtime-token.yaml (and the gateway gets)."""
+    return secrets.token_hex(32)
+
+
+@pytest.fixture(scope="package")
+def installed(
+    kube: KubeCluster, minio_server: MinioServer, runtime_token: str
+) -> Iterator[client.ApiClient]:
     """config/'s CRD, namespace and RBAC, then ``kubectl apply -k kserve/`` as an admin would.
 
     The ClusterServingRuntimes go through KServe's validating webhook here. The
     admin then fills in kserve/storage.yaml's Secret for the MinIO the models are
-    in: the test's, on this host (the storage initializer runs here too).
+    in: the test's, on this host (the storage initializer runs here too), and
+    kserve/runtime-token.yaml's with the runtimes' credential.
     """
     api = kube.admin_client()
     install(api, CONFIG / "crd" / "modelserve.yaml")
@@ -114,6 +125,9 @@ def installed(kube: KubeCluster, minio_server: MinioServer) -> Iterator[client.A
                 "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
             },
         },
+    )
+    client.CoreV1Api(api).patch_namespaced_secret(
+        RUNTIME_TOKEN_SECRET, NAMESPACE, {"stringData": {"token": runtime_token}}
     )
     yield api
     api.close()

@@ -58,6 +58,8 @@ RUNTIME = ("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 STORAGE = ROOT / "kserve" / "storage.yaml"
+TOKEN = ROOT / "kserve" / "runtime-token.yaml"
+RUNTIME_TOKEN_SECRET = "modelserve-runtime-token"  # kserve/runtime-token.yaml
 STORAGE_URI = "s3://models/demo/demo.gguf"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
@@ -260,11 +262,15 @@ async def test_the_operators_inference_service_is_rendered_into_our_runtime_pod(
         await drop_postgres_database(postgres_server, url)
 
 
-def storage_objects(namespace: str, minio: MinioServer) -> list[dict[str, Any]]:
-    """kserve/storage.yaml in ``namespace``, filled in for the test's MinIO as an admin would."""
-    documents = [d for d in yaml.safe_load_all(STORAGE.read_text()) if d]
+def storage_objects(namespace: str, minio: MinioServer, token: str) -> list[dict[str, Any]]:
+    """kserve/storage.yaml and runtime-token.yaml in ``namespace``, filled in for the
+    test's MinIO and credential as an admin would."""
+    documents = [d for f in (STORAGE, TOKEN) for d in yaml.safe_load_all(f.read_text()) if d]
     for document in documents:
         document["metadata"]["namespace"] = namespace
+        if document["metadata"]["name"] == RUNTIME_TOKEN_SECRET:
+            document["stringData"] = {"token": token}
+            continue
         if document["kind"] == "Secret":
             document["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] = minio.endpoint
             document["stringData"] = {
@@ -283,6 +289,7 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
     minio_server: MinioServer,
     tiny_model: Path,
     pod_network: PodNetwork,
+    runtime_token: str,
     tmp_path: Path,
 ) -> None:
     """The Pod, run as its spec says, serves the model; only then is the server ``ready``."""
@@ -293,7 +300,11 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
         "-f",
         "-",
         stdin=json.dumps(
-            {"apiVersion": "v1", "kind": "List", "items": storage_objects(namespace, minio_server)}
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": storage_objects(namespace, minio_server, runtime_token),
+            }
         ),
     )
     store = minio_server.client()
@@ -364,7 +375,11 @@ async def test_the_rendered_storage_initializer_pulls_the_gguf_from_minio(
                 await eventually(ready, within=120, explain=runtime.process.log_tail)
                 # At the Pod's own address and the spec's port, as a Service would dial it.
                 url = runtime.url(8080, "/v1/models")
-                models = (await asyncio.to_thread(httpx.get, url)).json()
+                # The runtime answers only the credential the Secret gave it.
+                stranger = await asyncio.to_thread(httpx.get, url)
+                assert stranger.status_code == 401, stranger.text
+                gateway = {"Authorization": f"Bearer {runtime_token}"}
+                models = (await asyncio.to_thread(httpx.get, url, headers=gateway)).json()
                 assert [m["id"] for m in models["data"]] == ["demo"]
 
                 # Until the Pod reports Ready, KServe (and so the operator) says not ready.

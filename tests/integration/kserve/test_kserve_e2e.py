@@ -116,6 +116,7 @@ async def test_post_serve_runs_the_runtime_kserve_rendered_and_the_gateway_strea
     login_as: KubeconfigFor,
     kserve_cluster: tuple[KubeCluster, KServeController],
     pod_network: PodNetwork,
+    runtime_token: str,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
@@ -152,6 +153,7 @@ async def test_post_serve_runs_the_runtime_kserve_rendered_and_the_gateway_strea
             TokenVerifier.from_settings(settings),
             pipe.sessions,
             upstream_client(lambda pool: ClusterNetwork(installed, pool)),
+            runtime_token=runtime_token,  # kserve/runtime-token.yaml, as the admin filled it
         )
     )
     operator_settings = load_settings(
@@ -221,6 +223,16 @@ async def test_post_serve_runs_the_runtime_kserve_rendered_and_the_gateway_strea
                 service = objects.get_namespaced_custom_object(
                     *KSVC[:2], NAMESPACE, KSVC[2], predictor
                 )
+                # Cluster-local (kserve/inference_service.py): Knative's route
+                # controller published the predictor on no public host.
+                labels = service["metadata"]["labels"]
+                assert labels["networking.knative.dev/visibility"] == "cluster-local"
+                kingresses = objects.list_namespaced_custom_object(
+                    "networking.internal.knative.dev", "v1alpha1", NAMESPACE, "ingresses"
+                )["items"]
+                ours = [i for i in kingresses if i["metadata"]["name"].startswith(predictor)]
+                visibilities = {r["visibility"] for i in ours for r in i["spec"]["rules"]}
+                assert visibilities == {"ClusterLocal"}, ours
                 annotations = service["spec"]["template"]["metadata"]["annotations"]
                 assert annotations["autoscaling.knative.dev/min-scale"] == "0"
                 assert annotations["autoscaling.knative.dev/target-utilization-percentage"] == (

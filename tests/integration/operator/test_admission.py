@@ -48,6 +48,7 @@ from support.webhook_route import host_address, route_service_to_host
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 MODEL = uuid.UUID("7a1f3c9e-1b2d-4c5e-8f90-0a1b2c3d4e5f")
+SHA256 = "c" * 64  # MODEL's record
 WEBHOOKS = ROOT / "config" / "operator" / "webhooks.yaml"
 CERT_SCRIPT = ROOT / "config" / "secrets" / "generate-webhook-cert.sh"
 SERVICE = "modelserve-operator-webhook"  # webhooks.yaml's clientConfig.service
@@ -141,7 +142,7 @@ async def webhook(
                 model_uuid=MODEL,
                 model_name="demo",
                 object_path="demo/demo.gguf",
-                sha256="c" * 64,
+                sha256=SHA256,
                 size_bytes=info.file_size,
                 gguf=facts_of(info),
             )
@@ -183,7 +184,8 @@ def modelserve(token: str | None, server: uuid.UUID | None = None, **spec: Any) 
         "server_uuid": server or uuid.uuid4(),
         "model_name": "demo",
         "model_uuid": MODEL,
-        "storage_uri": "s3://models/demo/demo.gguf",
+        "storage_uri": "s3://models/demo/demo.gguf",  # MODEL's object, in settings.bucket
+        "sha256": SHA256,  # and its sha256
     }
     values.update(spec)
     return ms.manifest(ms.ModelServeSpec.model_validate(values), NAMESPACE, auth_token=token)
@@ -202,7 +204,9 @@ async def test_pipeline_token_and_contract_admit(
 ) -> None:
     settings = webhook.settings
     server = uuid.uuid4()
-    token = TokenIssuer.from_settings(settings).pipeline_token(server, role=Role.OPERATOR)
+    token = TokenIssuer.from_settings(settings).pipeline_token(
+        server, subject="alice", role=Role.OPERATOR
+    )
     result = await answer(webhook, VALIDATE_ID, review(modelserve(token, server)))
     assert result["allowed"] is True, result
 
@@ -214,11 +218,11 @@ async def test_bad_tokens_are_refused(webhook: Webhook, case: str) -> None:
     server = uuid.uuid4()
     token = {
         "missing": None,
-        "other-server": issuer.pipeline_token(uuid.uuid4()),
+        "other-server": issuer.pipeline_token(uuid.uuid4(), subject="alice", role=Role.OPERATOR),
         "viewer": issuer.access_token("vic", Role.VIEWER),
         "forged": TokenIssuer.from_settings(
             load_settings(jwt_secret=secrets.token_hex(24))
-        ).pipeline_token(server),
+        ).pipeline_token(server, subject="alice", role=Role.OPERATOR),
     }[case]
     result = await answer(webhook, VALIDATE_ID, review(modelserve(token, server)))
     assert result["allowed"] is False
@@ -236,7 +240,11 @@ async def test_contract_is_judged_for_the_token_role(
     refused = await answer(
         webhook,
         VALIDATE_ID,
-        review(modelserve(issuer.pipeline_token(server, role=Role.OPERATOR), server, **big)),
+        review(
+            modelserve(
+                issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR), server, **big
+            )
+        ),
     )
     assert refused["allowed"] is False and refused["status"]["code"] == 422
     message = refused["status"]["message"]
@@ -247,7 +255,7 @@ async def test_contract_is_judged_for_the_token_role(
         VALIDATE_ID,
         review(
             modelserve(
-                issuer.pipeline_token(server, role=Role.ADMIN),
+                issuer.pipeline_token(server, subject="alice", role=Role.ADMIN),
                 server,
                 replicas=ms.Replicas(min=1, max=5),
             )
@@ -262,7 +270,11 @@ async def test_unknown_model_and_metadata_only_updates(
     settings = webhook.settings
     issuer = TokenIssuer.from_settings(settings)
     server = uuid.uuid4()
-    unknown = modelserve(issuer.pipeline_token(server), server, model_uuid=uuid.uuid4())
+    unknown = modelserve(
+        issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR),
+        server,
+        model_uuid=uuid.uuid4(),
+    )
     result = await answer(webhook, VALIDATE_ID, review(unknown))
     assert result["allowed"] is False and "is not a mirrored model" in result["status"]["message"]
     # An update that only adds a finalizer passes, even with an expired/absent token.
@@ -324,7 +336,7 @@ async def test_the_api_server_refuses_a_modelserve_that_breaks_the_contract(
 ) -> None:
     issuer = TokenIssuer.from_settings(webhook.settings)
     server = uuid.uuid4()
-    token = issuer.pipeline_token(server, role=Role.OPERATOR)
+    token = issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR)
     big = modelserve(token, server, replicas=ms.Replicas(min=1, max=5))
     result = await asyncio.to_thread(kubectl_apply, webhook, big)
     assert result.returncode != 0
@@ -343,13 +355,18 @@ async def test_the_api_server_stores_the_mutating_webhooks_defaults(
         "metadata": {
             "name": ms.resource_name(server),
             "namespace": NAMESPACE,
-            "annotations": {ms.AUTH_ANNOTATION: issuer.pipeline_token(server)},
+            "annotations": {
+                ms.AUTH_ANNOTATION: issuer.pipeline_token(
+                    server, subject="alice", role=Role.OPERATOR
+                )
+            },
         },
         "spec": {
             "serverUuid": str(server),
             "modelName": "demo",
             "modelUuid": str(MODEL),
             "storageUri": "s3://models/demo/demo.gguf",
+            "sha256": SHA256,
         },
     }
     result = await asyncio.to_thread(kubectl_apply, webhook, sparse)

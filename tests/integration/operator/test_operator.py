@@ -126,7 +126,7 @@ async def test_modelserve_becomes_one_inference_service_and_follows_its_status(
             isvc["spec"]["predictor"]["minReplicas"],
             isvc["spec"]["predictor"]["maxReplicas"],
         ) == (0, 2)
-        env_vars = {e["name"]: e["value"] for e in model["env"]}
+        env_vars = {e["name"]: e.get("value") for e in model["env"]}
         assert env_vars["MODELSERVE_RUNTIME_N_CTX"] == "1024"
 
         await wait_for_status(sessions, spec.server_uuid, "loading", within=20)

@@ -52,7 +52,9 @@ def requested(issuer: TokenIssuer, server: uuid.UUID, token: str | None = "auto"
         ev.ServeRequested(request=REQUEST),
         source="/tests",
         subject=server,
-        token=issuer.pipeline_token(server) if token == "auto" else token,
+        token=issuer.pipeline_token(server, subject="alice", role=Role.OPERATOR)
+        if token == "auto"
+        else token,
     )
 
 
@@ -102,11 +104,11 @@ def test_bad_tokens_are_refused(local_pipeline: tuple[Settings, Functions], case
     server = uuid.uuid4()
     token = {
         "missing": None,
-        "other-server": issuer.pipeline_token(uuid.uuid4()),
+        "other-server": issuer.pipeline_token(uuid.uuid4(), subject="alice", role=Role.OPERATOR),
         "user-token": issuer.access_token("alice", Role.ADMIN),
         "wrong-key": TokenIssuer.from_settings(
             load_settings(jwt_secret=secrets.token_hex(24))
-        ).pipeline_token(server),
+        ).pipeline_token(server, subject="alice", role=Role.OPERATOR),
     }[case]
     response = post(functions, "modelserve-availability", requested(issuer, server, token))
     assert response.status_code in (401, 403), response.text

@@ -11,13 +11,16 @@ requests in one scope as the control.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelserve.shared.cache_scope import cache_scope
+from modelserve.shared.cache_scope import CACHE_SCOPE_HEADER, cache_scope
 from modelserve.shared.gguf_synth import write_synthetic_gguf
 from support.engine import cached, in_process
+from support.records import new_server
 from support.reliability import Recorder
+from support.spy_upstream import spy_upstream
 
 pytestmark = pytest.mark.reliability("tenancy")
 SECRET = [1, *range(30, 90)]  # someone's system prompt, 61 tokens
@@ -78,3 +81,30 @@ def test_a_running_prompt_is_ridden_only_by_its_own_caller(
 
     assert sum(burst([alice, mallory])) == 0
     assert sum(burst([alice, alice])) > 0  # the control: one caller's burst shares
+
+
+async def test_the_gateway_sends_each_callers_own_scope(stack: Any, reliability: Recorder) -> None:
+    """The runtime trusts the scope because only the gateway reaches it: the gateway
+    must set it from the verified credential, over whatever the client sent."""
+    reliability.case(
+        "forged cache scope",
+        injected="a client sends another caller's scope header with its own token",
+        checked="the runtime sees the scope of the client's own credential",
+    )
+    seen: list[dict[str, str]] = []
+    async with spy_upstream(seen) as (url, _):
+        async with stack.sessions.begin() as session:
+            server = await new_server(session, status="ready", owner="alice", internal_url=url)
+        body = {"model": "demo", "prompt": "hi", "max_tokens": 1}
+        forged = cache_scope("user", "bob")
+        for user in ("alice", "root"):
+            answer = await stack.http.post(
+                f"{stack.gateway}/{server}/v1/completions",
+                headers={**stack.auth(user), CACHE_SCOPE_HEADER: forged},
+                json=body,
+            )
+            assert answer.status_code == 200, answer.text
+    scopes = [h.get(CACHE_SCOPE_HEADER) for h in seen]
+    assert scopes[0] == cache_scope("access", "alice")
+    assert scopes[1] == cache_scope("access", "root")
+    assert forged not in scopes

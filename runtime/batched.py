@@ -45,7 +45,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +200,6 @@ class BatchedEngine:
         self._wake = threading.Condition()
         self._stopping = False
         self._short = False  # room ran short this step: ended requests keep nothing
-        self.lookups: Counter[str] = Counter()  # prefix lookups by outcome (see _looked_up)
         metrics.slots_total.set(slots)
         metrics.kv_cells_total.set(self.n_ctx)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
@@ -406,7 +405,6 @@ class BatchedEngine:
         """A prompt's prefix lookup ended: ``hit``, ``miss`` or ``stale`` (a match
         whose memory could not be reused); the hit rate is hits over all three."""
         self.metrics.prefix_cache_lookups.labels(outcome).inc()
-        self.lookups[outcome] += 1
 
     def _window_kept(self, sequence: int, length: int) -> bool:
         """Whether ``sequence`` still holds what continuing it at ``length`` needs.

@@ -50,10 +50,6 @@ def test_a_kept_prefix_is_reused_only_by_its_own_caller(model: Path, reliability
 def test_a_running_prompt_is_ridden_only_by_its_own_caller(
     model: Path, reliability: Recorder
 ) -> None:
-    import asyncio
-
-    from modelserve.runtime.requests import CompletionRequest
-
     alice, mallory = cache_scope("user", "alice"), cache_scope("user", "mallory")
     reliability.case(
         "riding across callers",
@@ -62,22 +58,9 @@ def test_a_running_prompt_is_ridden_only_by_its_own_caller(
     )
 
     def burst(scopes: list[str]) -> list[int]:
+        prompts: list[str | list[int]] = [[*SECRET, 110 + n] for n in range(len(scopes))]
         with in_process(model, n_ctx=512, n_parallel=4, prefix_cache=0) as run:
-
-            async def both() -> list[int]:
-                requests = []
-                for number, scope in enumerate(scopes):
-                    request = CompletionRequest(
-                        model="m", prompt=[*SECRET, 110 + number], max_tokens=4, temperature=0
-                    )
-                    request.scoped(scope)
-                    requests.append(request)
-                done = await asyncio.gather(
-                    *(run.engine.complete("completion", r) for r in requests)
-                )
-                return [usage.cached_tokens for _, usage in done]
-
-            return run.loop.run_until_complete(both())
+            return [cached(r) for r in run.together(prompts, 4, scopes)]
 
     assert sum(burst([alice, mallory])) == 0
     assert sum(burst([alice, alice])) > 0  # the control: one caller's burst shares

@@ -144,14 +144,24 @@ class InProcessEngine:
         response, usage = self.loop.run_until_complete(self.engine.complete(kind, request))
         return {**response, "usage": usage.as_dict()}
 
-    def together(self, prompts: list[str | list[int]], max_tokens: int) -> list[dict[str, Any]]:
-        """Several completions submitted at once (decoded in the same batches)."""
+    def together(
+        self,
+        prompts: list[str | list[int]],
+        max_tokens: int,
+        scopes: list[str] | None = None,
+        **fields: Any,
+    ) -> list[dict[str, Any]]:
+        """Several completions submitted at once (decoded in the same batches), each
+        in its caller's scope (``scopes``, one a prompt; default: all in one)."""
 
         async def all_of() -> list[dict[str, Any]]:
-            requests = [
-                CompletionRequest(model="m", prompt=p, max_tokens=max_tokens, temperature=0)
-                for p in prompts
-            ]
+            requests = []
+            for number, prompt in enumerate(prompts):
+                request = CompletionRequest(
+                    model="m", prompt=prompt, max_tokens=max_tokens, temperature=0, **fields
+                )
+                request.scoped(scopes[number] if scopes else "")
+                requests.append(request)
             done = await asyncio.gather(*(self.engine.complete("completion", r) for r in requests))
             return [{**response, "usage": usage.as_dict()} for response, usage in done]
 

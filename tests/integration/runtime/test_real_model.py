@@ -182,21 +182,7 @@ def test_kv_pressure_ends_one_request_at_a_time(gemma_model: Path, reference: Re
     ended stream's cells are freed, not kept, so the others run on."""
     prompts: list[str | list[int]] = [reference.tokenize(p) for p in PROMPTS]
     with in_process(gemma_model, n_ctx=256, n_batch=256, n_parallel=4, prefix_cache=4) as run:
-        import asyncio
-
-        from modelserve.runtime.requests import CompletionRequest
-
-        async def all_of() -> list[dict[str, Any]]:
-            requests = [
-                CompletionRequest(
-                    model="m", prompt=p, max_tokens=400, temperature=0, logit_bias=EOG_BANNED
-                )
-                for p in prompts
-            ]
-            done = await asyncio.gather(*(run.engine.complete("completion", r) for r in requests))
-            return [{**response, "usage": usage.as_dict()} for response, usage in done]
-
-        responses = run.loop.run_until_complete(all_of())
+        responses = run.together(prompts, 400, logit_bias=EOG_BANNED)
     lengths = sorted(r["usage"]["completion_tokens"] for r in responses)
     assert all(r["choices"][0]["finish_reason"] == "length" for r in responses)
     assert len(set(lengths)) == len(lengths), f"several streams ended together: {lengths}"
